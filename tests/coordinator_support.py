@@ -18,19 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import coordinated_mesh.coordinator.coordinator as coordinator_module
 import ops
 import pytest
 from binaries import require_binary
 from charm_loader import load_charm_module
-from coordinated_mesh import coordinator as coordinator_module
-from coordinated_mesh.coordinator_plan import (
-    NGINX_CONFIG_PATH,
-    ClusterPod,
-    exporter_layer,
-    nginx_layer,
-)
-from coordinated_mesh.kubernetes import CRDMissingError, ForbiddenError, KubernetesError
-from coordinated_mesh.policies import MeshPolicy
+from coordinated_mesh.k8s.client import CRDMissingError, ForbiddenError, KubernetesError
+from coordinated_mesh.mesh.drain import ClusterPod
+from coordinated_mesh.mesh.policies import MeshPolicy
+from coordinated_mesh.proxy.pebble import NGINX_CONFIG_PATH, exporter_layer, nginx_layer
 from ops import testing
 
 APP = "coord"

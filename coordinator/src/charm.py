@@ -17,10 +17,9 @@ workers reach 8080 and 4317 through the coordinator's Service, which the cluster
 from __future__ import annotations
 
 import ops
-from coordinated_mesh.coordinator import Coordinator
-from coordinated_mesh.policies import AppPolicy, Endpoint, Method
-from coordinated_mesh.telemetry_proxy import WorkerQueryApi
-from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
+from coordinated_mesh.coordinator.coordinator import Coordinator
+from coordinated_mesh.mesh.policies import AppPolicy, Endpoint, Method
+from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
 
 HTTP_PORT = 8080
 """The coordinator's nginx port: the workers' telemetry proxy and the cluster's query API."""

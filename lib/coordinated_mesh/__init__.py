@@ -1,77 +1,50 @@
-"""Service mesh support for coordinated-worker charms.
+"""Service mesh support for coordinated-worker charms: the names a charm author uses.
 
-The public names a charm author needs, importable from the package itself::
-
-    from coordinated_mesh import AppPolicy, Coordinator, Endpoint, WorkerTelemetryProxyConfig
-
-Names are loaded on first use, so importing the package (or one light module such as
-:mod:`coordinated_mesh.policies`) does not pull in lightkube's model classes until a charm
-actually talks to Kubernetes.
+A coordinator charm creates a :class:`Coordinator`, a worker charm a :class:`Worker`; the other
+names declare policies, configure the telemetry proxy, or are the building blocks on their own.
+Everything else lives in the subpackages (``mesh``, ``proxy``, ``k8s``, ``relations``, ``charm``,
+``coordinator``, ``worker``, and :mod:`coordinated_mesh.parse`), which are internal: import from
+here. Guides and reference: ``docs/`` (start with ``docs/how-to/add-mesh-support.md``).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from coordinated_mesh.coordinator import Coordinator
+from coordinated_mesh.k8s.client import KubernetesError
+from coordinated_mesh.k8s.labels import reconcile_charm_labels
+from coordinated_mesh.k8s.policy_manager import PolicyResourceManager
+from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
+from coordinated_mesh.mesh.policies import (
+    AppPolicy,
+    Endpoint,
+    MeshPolicy,
+    Method,
+    PolicyTargetType,
+    UnitPolicy,
+)
+from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
+from coordinated_mesh.relations.cluster import ProxiedTelemetry
+from coordinated_mesh.worker import Worker, WorkerContext
 
-if TYPE_CHECKING:
-    from .coordinator import Coordinator
-    from .labels import reconcile_charm_labels
-    from .policies import (
-        AppPolicy,
-        Endpoint,
-        MeshPolicy,
-        Method,
-        PolicyTargetType,
-        UnitPolicy,
-    )
-    from .policy_resource_manager import PolicyResourceManager
-    from .service_mesh import ServiceMeshConsumer
-    from .telemetry_proxy import WorkerQueryApi
-    from .worker import Worker
-    from .worker_telemetry import WorkerTelemetryProxyConfig
-
-_EXPORTS = {
-    "AppPolicy": "policies",
-    "Endpoint": "policies",
-    "MeshPolicy": "policies",
-    "Method": "policies",
-    "PolicyTargetType": "policies",
-    "UnitPolicy": "policies",
-    "ServiceMeshConsumer": "service_mesh",
-    "PolicyResourceManager": "policy_resource_manager",
-    "reconcile_charm_labels": "labels",
-    "Coordinator": "coordinator",
-    "Worker": "worker",
-    "WorkerQueryApi": "telemetry_proxy",
-    "WorkerTelemetryProxyConfig": "worker_telemetry",
-}
+__version__ = "0.1.0"
+"""This library's version (semver); the same as the ``coordinated-mesh`` package's."""
 
 __all__ = [
     "AppPolicy",
     "Coordinator",
     "Endpoint",
+    "KubernetesError",
     "MeshPolicy",
     "Method",
     "PolicyResourceManager",
     "PolicyTargetType",
+    "ProxiedTelemetry",
     "ServiceMeshConsumer",
     "UnitPolicy",
     "Worker",
+    "WorkerContext",
     "WorkerQueryApi",
     "WorkerTelemetryProxyConfig",
+    "__version__",
     "reconcile_charm_labels",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from coordinated_mesh.authorization import render_authorization_policy
-from coordinated_mesh.policies import (
+from coordinated_mesh.mesh.authorization import render_authorization_policy
+from coordinated_mesh.mesh.policies import (
     AppPolicy,
     Endpoint,
     MeshPolicy,

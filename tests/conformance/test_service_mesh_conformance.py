@@ -20,8 +20,8 @@ from typing import Any
 import charmlibs.interfaces.service_mesh as real
 import ops
 import pytest
-from coordinated_mesh.policies import AppPolicy, Endpoint, MeshPolicy, Method, UnitPolicy
-from coordinated_mesh.service_mesh import ServiceMeshConsumer
+from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
+from coordinated_mesh.mesh.policies import AppPolicy, Endpoint, MeshPolicy, Method, UnitPolicy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ops import testing

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coordinated_mesh.cluster_policies import PART_OF_LABEL
+from coordinated_mesh.mesh.cluster_policies import PART_OF_LABEL
 from coordinator_support import (
     APP,
     MESH_LABELS,

@@ -6,8 +6,8 @@ import json
 from collections.abc import Callable
 
 import pytest
-from coordinated_mesh.kubernetes import ForbiddenError
-from coordinated_mesh.labels import memory_name, read_managed_labels, reconcile_charm_labels
+from coordinated_mesh.k8s.client import ForbiddenError
+from coordinated_mesh.k8s.labels import managed_charm_labels, memory_name, reconcile_charm_labels
 from envtest.harness import JujuApp, RequestLog
 from lightkube import Client
 from lightkube.resources.apps_v1 import StatefulSet
@@ -53,7 +53,7 @@ def test_labels_go_on_the_pod_template_and_the_service(k8s_client: Client, app: 
 
     assert app.template_labels() == {**JUJU, **MESH}
     assert app.service_labels() == {**JUJU, "app.kubernetes.io/managed-by": "juju", **MESH}
-    assert read_managed_labels(k8s_client, app_name="coord", namespace=app.namespace) == MESH
+    assert managed_charm_labels(k8s_client, app_name="coord", namespace=app.namespace) == MESH
     memory = k8s_client.get(ConfigMap, memory_name("coord"), namespace=app.namespace)
     assert json.loads((memory.data or {})["labels"]) == MESH
 
@@ -91,11 +91,11 @@ def test_others_labels_survive_and_removed_labels_are_removed(k8s_client: Client
         **wanted,
         "team": "observability",
     }
-    assert read_managed_labels(k8s_client, app_name="coord", namespace=app.namespace) == wanted
+    assert managed_charm_labels(k8s_client, app_name="coord", namespace=app.namespace) == wanted
 
     assert reconcile(k8s_client, app, {}) is True
     assert app.template_labels() == {**JUJU, "team": "observability"}
-    assert read_managed_labels(k8s_client, app_name="coord", namespace=app.namespace) == {}
+    assert managed_charm_labels(k8s_client, app_name="coord", namespace=app.namespace) == {}
 
 
 def test_juju_reset_is_repaired_patching_only_the_statefulset(
@@ -155,7 +155,7 @@ def test_untrusted_app_gets_a_forbidden_error(untrusted_client: Client, app: Juj
     with pytest.raises(ForbiddenError, match=r"juju trust coord --scope=cluster"):
         reconcile(untrusted_client, app, MESH)
     with pytest.raises(ForbiddenError):
-        read_managed_labels(untrusted_client, app_name="coord", namespace=app.namespace)
+        managed_charm_labels(untrusted_client, app_name="coord", namespace=app.namespace)
 
 
 def test_unreadable_memory_is_replaced(k8s_client: Client, app: JujuApp):
@@ -167,9 +167,9 @@ def test_unreadable_memory_is_replaced(k8s_client: Client, app: JujuApp):
         namespace=app.namespace,
         patch_type=PatchType.MERGE,
     )
-    assert read_managed_labels(k8s_client, app_name="coord", namespace=app.namespace) == {}
+    assert managed_charm_labels(k8s_client, app_name="coord", namespace=app.namespace) == {}
 
     assert reconcile(k8s_client, app, MESH) is True
 
-    assert read_managed_labels(k8s_client, app_name="coord", namespace=app.namespace) == MESH
+    assert managed_charm_labels(k8s_client, app_name="coord", namespace=app.namespace) == MESH
     assert app.template_labels() == {**JUJU, **MESH}

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from coordinated_mesh.authorization import policy_name
-from coordinated_mesh.kubernetes import CRDMissingError, ForbiddenError
-from coordinated_mesh.policies import Endpoint, MeshPolicy, Method, PolicyTargetType
-from coordinated_mesh.policy_resource_manager import (
-    AuthorizationPolicy,
+from coordinated_mesh.k8s.client import CRDMissingError, ForbiddenError
+from coordinated_mesh.k8s.policy_manager import (
     PolicyResourceManager,
+    authorization_policy_resource,
     desired_objects,
 )
+from coordinated_mesh.mesh.authorization import policy_name
+from coordinated_mesh.mesh.policies import Endpoint, MeshPolicy, Method, PolicyTargetType
 from envtest.harness import Envtest, RequestLog
 from lightkube import Client
 
@@ -104,10 +104,12 @@ def test_changed_policy_is_created_before_the_old_one_is_deleted(
     prm.reconcile([old, kept])
     (kept_obj,) = desired_objects([kept], owner=prm.owner)
     edited = dict(
-        k8s_client.get(AuthorizationPolicy, kept_obj["metadata"]["name"], namespace=namespace)
+        k8s_client.get(
+            authorization_policy_resource(), kept_obj["metadata"]["name"], namespace=namespace
+        )
     )
     edited["spec"]["rules"][0]["to"] = []  # widened out of band: must be put back
-    k8s_client.replace(AuthorizationPolicy.from_dict(edited))
+    k8s_client.replace(authorization_policy_resource().from_dict(edited))
     request_log.clear()
 
     result = prm.reconcile([new, kept])
@@ -128,7 +130,7 @@ def test_out_of_band_deletion_is_restored(
     policies = [unit_policy(namespace, "coord"), app_policy(namespace, "worker")]
     prm.reconcile(policies)
     victim = names(desired_objects(policies, owner=prm.owner))[0]
-    k8s_client.delete(AuthorizationPolicy, victim, namespace=namespace)
+    k8s_client.delete(authorization_policy_resource(), victim, namespace=namespace)
 
     result = prm.reconcile(policies)
 
@@ -143,15 +145,15 @@ def test_out_of_band_edit_is_undone_keeping_others_labels(
     prm.reconcile(policies)
     (desired,) = desired_objects(policies, owner=prm.owner)
     name = desired["metadata"]["name"]
-    edited = dict(k8s_client.get(AuthorizationPolicy, name, namespace=namespace))
+    edited = dict(k8s_client.get(authorization_policy_resource(), name, namespace=namespace))
     edited["spec"] = {**edited["spec"], "action": "DENY", "rules": []}
     edited["metadata"]["labels"]["team"] = "observability"
-    k8s_client.replace(AuthorizationPolicy.from_dict(edited))
+    k8s_client.replace(authorization_policy_resource().from_dict(edited))
 
     result = prm.reconcile(policies)
 
     assert result.updated == (name,)
-    restored = dict(k8s_client.get(AuthorizationPolicy, name, namespace=namespace))
+    restored = dict(k8s_client.get(authorization_policy_resource(), name, namespace=namespace))
     assert restored["spec"] == desired["spec"]
     assert restored["metadata"]["labels"] == {
         **desired["metadata"]["labels"],
@@ -166,9 +168,9 @@ def test_object_stripped_of_owner_labels_is_taken_back(
     prm.reconcile(policies)
     (desired,) = desired_objects(policies, owner=prm.owner)
     name = desired["metadata"]["name"]
-    stripped = dict(k8s_client.get(AuthorizationPolicy, name, namespace=namespace))
+    stripped = dict(k8s_client.get(authorization_policy_resource(), name, namespace=namespace))
     stripped["metadata"]["labels"] = {}
-    k8s_client.replace(AuthorizationPolicy.from_dict(stripped))
+    k8s_client.replace(authorization_policy_resource().from_dict(stripped))
     assert prm.list_owned([namespace]) == []
 
     result = prm.reconcile(policies)

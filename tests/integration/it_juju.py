@@ -22,9 +22,9 @@ from urllib.parse import urlencode
 
 import jubilant
 import yaml
-from coordinated_mesh.cluster import WorkerUnitData
-from coordinated_mesh.databag import DatabagError
-from coordinated_mesh.policies import MeshPolicy
+from coordinated_mesh.mesh.policies import MeshPolicy
+from coordinated_mesh.relations.cluster import WorkerUnitData
+from coordinated_mesh.relations.databag import DatabagError
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
-from coordinated_mesh.policies import MeshPolicy, PolicyTargetType
+from coordinated_mesh.mesh.policies import MeshPolicy, PolicyTargetType
 from lightkube import ApiError, Client, ConfigError, KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import StatefulSet

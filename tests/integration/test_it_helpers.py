@@ -20,7 +20,7 @@ from typing import Any, cast
 import it_settings
 import jubilant
 import pytest
-from coordinated_mesh.policies import Endpoint, MeshPolicy, Method, PolicyTargetType
+from coordinated_mesh.mesh.policies import Endpoint, MeshPolicy, Method, PolicyTargetType
 from it_juju import (
     NotReadyError,
     ProbeResult,

@@ -28,7 +28,7 @@ from typing import Any
 
 import jubilant
 import pytest
-from coordinated_mesh.cluster import CoordinatorAppData
+from coordinated_mesh.relations.cluster import CoordinatorAppData
 from it_juju import (
     beacon_labels,
     direct_metrics_url,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from coordinated_mesh.nginx_config import NginxSettings
+from coordinated_mesh.proxy.nginx import NginxSettings
 
 
 def nginx_settings(prefix: Path, *, access_log: bool = False) -> NginxSettings:

@@ -6,13 +6,9 @@ Shared by the pure tests (tests/unit/test_telemetry_proxy.py imports it as
 
 from __future__ import annotations
 
-from coordinated_mesh.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
-from coordinated_mesh.telemetry_proxy import (
-    CoordinatorIdentity,
-    TelemetryProxyInputs,
-    WorkerQueryApi,
-)
-from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.plan import CoordinatorIdentity, TelemetryProxyInputs
+from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
 from hypothesis import strategies as st
 
 MODEL_UUID = "12345678-1234-4234-8234-123456789abc"
@@ -157,10 +153,10 @@ proxy_inputs = st.builds(
     identity=st.just(IDENTITY),
     config=proxy_configs,
     workers=workers,
-    loki_push_urls=st.dictionaries(unit_names, urls, max_size=5),
-    remote_write_urls=st.dictionaries(unit_names, urls, max_size=5),
-    charm_tracing_receivers=receivers,
-    workload_tracing_receivers=receivers,
+    backend_loki_urls=st.dictionaries(unit_names, urls, max_size=5),
+    backend_remote_write_urls=st.dictionaries(unit_names, urls, max_size=5),
+    backend_charm_tracing_receivers=receivers,
+    backend_workload_tracing_receivers=receivers,
     resolvers=resolvers,
     worker_query_api=query_apis,
 )

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 from binaries import require_binary
-from coordinated_mesh.nginx_config import render_nginx_config
-from coordinated_mesh.telemetry_proxy import (
+from coordinated_mesh.proxy.config import WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.nginx import render_nginx_config
+from coordinated_mesh.proxy.plan import (
     CoordinatorIdentity,
     TelemetryProxyInputs,
     build_telemetry_proxy,
 )
-from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
 from nginx_harness import RunningNginx, free_port, nginx_settings, wait_for_port
 
 h2_config: Any = pytest.importorskip("h2.config", reason="the h2 package is not installed")
@@ -94,12 +94,12 @@ def test_otlp_grpc_reaches_the_receiver(
         TelemetryProxyInputs(
             identity=IDENTITY,
             config=WorkerTelemetryProxyConfig(http_port, http_port, grpc_port=grpc_port),
-            workload_tracing_receivers={"otlp_grpc": f"tempo.test:{upstream_port}"},
+            backend_workload_tracing_receivers={"otlp_grpc": f"tempo.test:{upstream_port}"},
             resolvers=[fake_dns],
             status_port=free_port(),
         )
     )
-    assert plan.worker_urls.workload_tracing_receivers == {
+    assert plan.proxied_telemetry.workload_tracing_receivers == {
         "otlp_grpc": f"{IDENTITY.service_fqdn}:{grpc_port}"
     }
     nginx = RunningNginx(nginx_bin, tmp_path, render_nginx_config(plan, nginx_settings(tmp_path)))

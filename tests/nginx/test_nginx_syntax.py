@@ -14,15 +14,14 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import pytest
-from coordinated_mesh.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
-from coordinated_mesh.nginx_config import NginxSettings, render_nginx_config
-from coordinated_mesh.telemetry_proxy import (
+from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.nginx import NginxSettings, render_nginx_config
+from coordinated_mesh.proxy.plan import (
     TelemetryProxyInputs,
     TelemetryProxyPlan,
-    WorkerQueryApi,
     build_telemetry_proxy,
 )
-from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
+from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
 from hypothesis import given
 from hypothesis import strategies as st
 from nginx_harness import nginx_settings, nginx_test
@@ -49,16 +48,16 @@ CASES: dict[str, TelemetryProxyInputs] = {
         identity=IDENTITY,
         config=WorkerTelemetryProxyConfig(8080, 8443, grpc_port=4317),
         workers=[_worker(f"worker/{i}", f"worker-{i}.nowhere.invalid") for i in range(3)],
-        loki_push_urls={
+        backend_loki_urls={
             "loki/0": "http://loki-0.loki-endpoints.cos.svc.cluster.local:3100/loki/api/v1/push",
             "loki/1": "https://loki.example.invalid/loki/api/v1/push",
         },
-        remote_write_urls={
+        backend_remote_write_urls={
             "prometheus/0": "http://prometheus-0.nowhere.invalid:9090/api/v1/write",
             "mimir/0": "http://10.1.2.3:8080/api/v1/push",
         },
-        charm_tracing_receivers={"otlp_http": "http://tempo.nowhere.invalid:4318"},
-        workload_tracing_receivers={
+        backend_charm_tracing_receivers={"otlp_http": "http://tempo.nowhere.invalid:4318"},
+        backend_workload_tracing_receivers={
             "otlp_http": "https://tempo.nowhere.invalid:4318/prefix",
             "zipkin": "http://tempo.nowhere.invalid:9411",
             "jaeger_thrift_http": "http://tempo.nowhere.invalid:14268",
@@ -87,16 +86,16 @@ CASES: dict[str, TelemetryProxyInputs] = {
         identity=IDENTITY,
         config=WorkerTelemetryProxyConfig(18080, 18080),
         workers=[_worker("worker/0", "10.1.0.1")],
-        loki_push_urls={"loki/0": "http://10.1.0.2:3100/loki/api/v1/push"},
+        backend_loki_urls={"loki/0": "http://10.1.0.2:3100/loki/api/v1/push"},
         worker_query_api=WorkerQueryApi(),
     ),
     "hostile data only": TelemetryProxyInputs(
         identity=IDENTITY,
         config=WorkerTelemetryProxyConfig(8080, 8080, grpc_port=4317),
-        loki_push_urls={"loki/0": "http://a;}\nserver{listen 1;}#", "x}": "http://b"},
-        remote_write_urls={"p/0": "http://$host/", "p/1": 'http://a/"'},
-        charm_tracing_receivers={"otlp_http": "http://t:1/${x}"},
-        workload_tracing_receivers={"otlp_grpc": "t:1;grpc_pass x"},
+        backend_loki_urls={"loki/0": "http://a;}\nserver{listen 1;}#", "x}": "http://b"},
+        backend_remote_write_urls={"p/0": "http://$host/", "p/1": 'http://a/"'},
+        backend_charm_tracing_receivers={"otlp_http": "http://t:1/${x}"},
+        backend_workload_tracing_receivers={"otlp_grpc": "t:1;grpc_pass x"},
         resolvers=["1.1.1.1; include /etc/passwd"],
         worker_query_api=WorkerQueryApi(),
     ),

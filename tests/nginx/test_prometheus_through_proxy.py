@@ -22,15 +22,14 @@ from typing import Any
 import pytest
 import yaml
 from binaries import require_binary
-from coordinated_mesh.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
-from coordinated_mesh.nginx_config import render_nginx_config
-from coordinated_mesh.telemetry_proxy import (
+from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.nginx import render_nginx_config
+from coordinated_mesh.proxy.plan import (
     CoordinatorIdentity,
     TelemetryProxyInputs,
-    WorkerQueryApi,
     build_telemetry_proxy,
 )
-from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
+from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
 from nginx_harness import RunningNginx, free_port, nginx_settings, wait_for_port
 
 UUID = "12345678-1234-4234-8234-123456789abc"
@@ -51,7 +50,9 @@ def _plan(worker_port: int, central_port: int, proxy_port: int):
                     metrics_endpoint=MetricsEndpoint(port=worker_port, path="/metrics"),
                 )
             ],
-            remote_write_urls={"prometheus/0": f"http://127.0.0.1:{central_port}/api/v1/write"},
+            backend_remote_write_urls={
+                "prometheus/0": f"http://127.0.0.1:{central_port}/api/v1/write"
+            },
         )
     )
 
@@ -140,7 +141,7 @@ def test_scrape_and_remote_write_through_the_proxy(
     proxy_port, central_port, worker_port = free_port(), free_port(), free_port()
     plan = _plan(worker_port, central_port, proxy_port)
     assert plan.problems == ()
-    remote_write = plan.worker_urls.remote_write_endpoints[0].url.replace(
+    remote_write = plan.proxied_telemetry.remote_write_urls[0].replace(
         f"{IDENTITY.service_fqdn}:{proxy_port}", f"127.0.0.1:{proxy_port}"
     )
     assert remote_write.endswith("/proxy/remote-write/prometheus-0/write")

@@ -14,15 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coordinated_mesh.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
-from coordinated_mesh.nginx_config import render_nginx_config
-from coordinated_mesh.telemetry_proxy import (
+from coordinated_mesh.proxy.config import WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.nginx import render_nginx_config
+from coordinated_mesh.proxy.plan import (
     CoordinatorIdentity,
     TelemetryProxyInputs,
     TelemetryProxyPlan,
     build_telemetry_proxy,
 )
-from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
+from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
 from nginx_harness import RunningNginx, Upstream, free_port, nginx_settings, wait_for_port
 
 IDENTITY = CoordinatorIdentity("coordinator", "mymodel", "12345678-1234-4234-8234-123456789abc")
@@ -65,15 +65,17 @@ def proxy(
             _worker("worker/0", "127.0.0.1", upstreams["worker0"].port, "/metrics"),
             _worker("worker/1", "worker-1.test", upstreams["worker1"].port, "/custom/metrics"),
         ],
-        loki_push_urls={
+        backend_loki_urls={
             "loki/0": f"http://127.0.0.1:{upstreams['loki0'].port}/loki/api/v1/push",
             "loki/1": "http://loki-1.nowhere.invalid:3100/loki/api/v1/push",
         },
-        remote_write_urls={
+        backend_remote_write_urls={
             "prometheus/0": f"http://prometheus-0.test:{upstreams['prom0'].port}/api/v1/write"
         },
-        charm_tracing_receivers={"otlp_http": f"http://127.0.0.1:{upstreams['ctrace'].port}"},
-        workload_tracing_receivers={
+        backend_charm_tracing_receivers={
+            "otlp_http": f"http://127.0.0.1:{upstreams['ctrace'].port}"
+        },
+        backend_workload_tracing_receivers={
             "otlp_http": f"http://tempo.test:{upstreams['wtrace'].port}/base",
             "zipkin": f"http://127.0.0.1:{upstreams['zipkin'].port}",
         },
@@ -98,16 +100,16 @@ def test_every_route_reaches_its_upstream(
 ):
     nginx, plan, inputs = proxy
     port = inputs.config.http_port
-    urls = plan.worker_urls
+    urls = plan.proxied_telemetry
     cases = [
         # (method, path on the proxy, upstream, path the upstream must see)
         ("GET", "/proxy/worker/worker-0/metrics", "worker0", "/metrics"),
         ("GET", "/proxy/worker/worker-0/metrics?name[]=up", "worker0", "/metrics?name[]=up"),
         ("GET", "/proxy/worker/worker-1/metrics", "worker1", "/custom/metrics"),
-        ("POST", path_of(urls.loki_endpoints["loki/0"]), "loki0", "/loki/api/v1/push"),
+        ("POST", path_of(urls.loki_urls["loki/0"]), "loki0", "/loki/api/v1/push"),
         (
             "POST",
-            path_of(urls.remote_write_endpoints[0].url),
+            path_of(urls.remote_write_urls[0]),
             "prom0",
             "/api/v1/write",
         ),
@@ -158,7 +160,7 @@ def test_large_push_is_forwarded_whole(
     _, plan, inputs = proxy
     body = bytes(range(256)) * (20 * 1024 * 4)  # 20 MiB
     status, _ = request(
-        inputs.config.http_port, "POST", path_of(plan.worker_urls.loki_endpoints["loki/0"]), body
+        inputs.config.http_port, "POST", path_of(plan.proxied_telemetry.loki_urls["loki/0"]), body
     )
     assert status == 200
     assert upstreams["loki0"].seen[-1].body == body
@@ -171,10 +173,10 @@ def test_unresolvable_backend_fails_alone(
     """nginx started with a name that does not resolve; only that route fails (502)."""
     nginx, plan, inputs = proxy
     port = inputs.config.http_port
-    status, _ = request(port, "POST", path_of(plan.worker_urls.loki_endpoints["loki/1"]), b"x")
+    status, _ = request(port, "POST", path_of(plan.proxied_telemetry.loki_urls["loki/1"]), b"x")
     assert status == 502
     assert "nowhere.invalid could not be resolved" in nginx.log()
-    status, _ = request(port, "POST", path_of(plan.worker_urls.loki_endpoints["loki/0"]), b"x")
+    status, _ = request(port, "POST", path_of(plan.proxied_telemetry.loki_urls["loki/0"]), b"x")
     assert status == 200
     assert nginx.alive()
 
@@ -214,7 +216,7 @@ def test_reload_with_new_routes_and_unresolvable_names(
     changed = TelemetryProxyInputs(
         identity=inputs.identity,
         config=inputs.config,
-        loki_push_urls={
+        backend_loki_urls={
             "loki/2": f"http://loki-2.test:{upstreams['loki2'].port}/loki/api/v1/push",
             "loki/3": "http://loki-3.still-nowhere.invalid:3100/loki/api/v1/push",
         },
@@ -240,8 +242,10 @@ def test_exact_routes_to_urls_without_a_path_send_root(
     inputs = TelemetryProxyInputs(
         identity=IDENTITY,
         config=config,
-        loki_push_urls={"loki/0": f"http://127.0.0.1:{upstreams['bareloki'].port}"},
-        remote_write_urls={"prometheus/0": f"http://127.0.0.1:{upstreams['bareprom'].port}"},
+        backend_loki_urls={"loki/0": f"http://127.0.0.1:{upstreams['bareloki'].port}"},
+        backend_remote_write_urls={
+            "prometheus/0": f"http://127.0.0.1:{upstreams['bareprom'].port}"
+        },
         status_port=free_port(),
     )
     plan = build_telemetry_proxy(inputs)
@@ -249,10 +253,10 @@ def test_exact_routes_to_urls_without_a_path_send_root(
     nginx = RunningNginx(nginx_bin, tmp_path, render_nginx_config(plan, nginx_settings(tmp_path)))
     try:
         wait_for_port(config.http_port)
-        urls = plan.worker_urls
+        urls = plan.proxied_telemetry
         for path, name in (
-            (path_of(urls.loki_endpoints["loki/0"]), "bareloki"),
-            (path_of(urls.remote_write_endpoints[0].url), "bareprom"),
+            (path_of(urls.loki_urls["loki/0"]), "bareloki"),
+            (path_of(urls.remote_write_urls[0]), "bareprom"),
         ):
             status, reply = request(config.http_port, "POST", path, b"x")
             assert status == 200, (path, reply, nginx.log())

@@ -14,16 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from coordinated_mesh.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
-from coordinated_mesh.nginx_config import render_nginx_config
-from coordinated_mesh.telemetry_proxy import (
+from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.nginx import render_nginx_config
+from coordinated_mesh.proxy.plan import (
     CoordinatorIdentity,
     TelemetryProxyInputs,
     TelemetryProxyPlan,
-    WorkerQueryApi,
     build_telemetry_proxy,
 )
-from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
+from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
 from nginx_harness import RunningNginx, Upstream, free_port, nginx_settings, wait_for_port
 
 IDENTITY = CoordinatorIdentity("coordinator", "mymodel", "12345678-1234-4234-8234-123456789abc")

@@ -7,8 +7,8 @@ import json
 import re
 from typing import Any
 
-from coordinated_mesh.authorization import policy_name, principal, render_authorization_policy
-from coordinated_mesh.policies import Endpoint, MeshPolicy, Method, PolicyTargetType
+from coordinated_mesh.mesh.authorization import policy_name, principal, render_authorization_policy
+from coordinated_mesh.mesh.policies import Endpoint, MeshPolicy, Method, PolicyTargetType
 from hypothesis import assume, given
 from hypothesis import strategies as st
 

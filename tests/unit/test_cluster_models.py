@@ -7,7 +7,8 @@ import string
 from typing import Any
 
 import pytest
-from coordinated_mesh.cluster import (
+from coordinated_mesh.parse import validate_labels
+from coordinated_mesh.relations.cluster import (
     DEFAULT_ROLE,
     CoordinatorAppData,
     JujuTopology,
@@ -15,9 +16,8 @@ from coordinated_mesh.cluster import (
     RemoteWriteEndpoint,
     WorkerAppData,
     WorkerUnitData,
-    validate_labels,
 )
-from coordinated_mesh.databag import DatabagError
+from coordinated_mesh.relations.databag import DatabagError
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -80,7 +80,11 @@ LABEL_VALUES = st.just("") | LABEL_NAMES
 LABELS = st.dictionaries(LABEL_KEYS, LABEL_VALUES, max_size=5)
 TRICKY_TEXT = st.text(alphabet="aZ09-_./é \n", max_size=70)
 
-APP_NAMES = st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True)
+# Juju application and charm names (github.com/juju/names ApplicationSnippet): segments after the
+# first hold a letter.
+APP_NAMES = st.from_regex(
+    r"[a-z][a-z0-9]{0,8}(-[a-z0-9]{0,3}[a-z][a-z0-9]{0,3}){0,2}", fullmatch=True
+)
 HOSTNAMES = st.lists(
     st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,10}[A-Za-z0-9])?", fullmatch=True),
     min_size=1,

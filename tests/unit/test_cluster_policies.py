@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from coordinated_mesh.cluster import LABEL_VALUE_RE
-from coordinated_mesh.cluster_policies import (
+from coordinated_mesh.mesh.cluster_policies import (
     PART_OF_LABEL,
     build_cluster_policies,
     cluster_member_labels,
 )
-from coordinated_mesh.policies import MeshPolicy, PolicyTargetType
+from coordinated_mesh.mesh.policies import MeshPolicy, PolicyTargetType
+from coordinated_mesh.parse import LABEL_VALUE_RE
 from hypothesis import given
 from hypothesis import strategies as st
 

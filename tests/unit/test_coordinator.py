@@ -17,9 +17,9 @@ import ops
 import pytest
 import yaml
 from charm_loader import ROOT
-from coordinated_mesh.cluster_policies import PART_OF_LABEL
-from coordinated_mesh.coordinator_plan import ClusterPod
-from coordinated_mesh.kubernetes import CRDMissingError, ForbiddenError, KubernetesError
+from coordinated_mesh.k8s.client import CRDMissingError, ForbiddenError, KubernetesError
+from coordinated_mesh.mesh.cluster_policies import PART_OF_LABEL
+from coordinated_mesh.mesh.drain import ClusterPod
 from coordinator_support import (
     APP,
     MESH_LABELS,
@@ -469,7 +469,7 @@ def test_api_error_waits_and_does_not_crash(ctx: Ctx, kube: FakeKubernetes):
 def test_real_backend_without_credentials_is_an_api_error(
     ctx: Ctx, monkeypatch: pytest.MonkeyPatch
 ):
-    from coordinated_mesh import kubernetes as kubernetes_module
+    from coordinated_mesh.k8s import client as kubernetes_module
 
     def no_client(**_: object) -> Any:
         raise RuntimeError("no kubeconfig")
@@ -811,8 +811,8 @@ def test_every_rendered_configuration_is_recorded_for_nginx_t(
 
 
 def _charm_with_cluster_domain(domain: str) -> type[ops.CharmBase]:
-    from coordinated_mesh.coordinator import Coordinator
-    from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
+    from coordinated_mesh.coordinator.coordinator import Coordinator
+    from coordinated_mesh.proxy.config import WorkerTelemetryProxyConfig
 
     class Charm(ops.CharmBase):
         def __init__(self, framework: ops.Framework):

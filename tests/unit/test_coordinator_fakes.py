@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from coordinated_mesh.kubernetes import CRDMissingError
+from coordinated_mesh.k8s.client import CRDMissingError
 from coordinator_support import FakeKubernetes
 
 

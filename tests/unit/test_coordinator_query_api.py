@@ -18,11 +18,10 @@ import ops
 import pytest
 import yaml
 from charm_loader import ROOT
-from coordinated_mesh.authorization import render_authorization_policy
-from coordinated_mesh.coordinator import Coordinator
-from coordinated_mesh.policies import MeshPolicy
-from coordinated_mesh.telemetry_proxy import WorkerQueryApi
-from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
+from coordinated_mesh.coordinator.coordinator import Coordinator
+from coordinated_mesh.mesh.authorization import render_authorization_policy
+from coordinated_mesh.mesh.policies import MeshPolicy
+from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
 from coordinator_support import (
     APP,
     CHARM,

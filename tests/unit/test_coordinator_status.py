@@ -4,30 +4,27 @@ from __future__ import annotations
 
 import ops
 import pytest
-from coordinated_mesh.cluster_policies import PART_OF_LABEL
-from coordinated_mesh.coordinator_plan import (
-    ClusterPod,
-    MeshDrain,
-    default_mesh_policies,
-    exporter_layer,
-    held_labels,
-    in_ambient_mesh,
-    mesh_drain,
-    namespace_decides,
-    nginx_layer,
-    pod_labels,
-)
-from coordinated_mesh.policies import AppPolicy, Method, UnitPolicy
-from coordinated_mesh.status import (
+from coordinated_mesh.coordinator.decide import default_mesh_policies
+from coordinated_mesh.coordinator.status import (
     DrainStatus,
     KubernetesProblem,
     KubernetesProblemKind,
     Observations,
-    RelationProblem,
     active_summary,
     unit_statuses,
 )
-from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
+from coordinated_mesh.mesh.cluster_policies import PART_OF_LABEL, held_labels, pod_labels
+from coordinated_mesh.mesh.drain import (
+    ClusterPod,
+    MeshDrain,
+    in_ambient_mesh,
+    mesh_drain,
+    namespace_decides,
+)
+from coordinated_mesh.mesh.policies import AppPolicy, Method, UnitPolicy
+from coordinated_mesh.parse import Problem
+from coordinated_mesh.proxy.config import WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.pebble import exporter_layer, nginx_layer
 
 
 def healthy(**kwargs: object) -> Observations:
@@ -93,13 +90,13 @@ def test_trust_comes_before_everything_else():
     obs = healthy(
         worker_apps=0,
         kubernetes=[KubernetesProblem(KubernetesProblemKind.forbidden, "403")],
-        relations=[RelationProblem("logging", "loki/0", "bad url")],
+        relations=[Problem("logging", "loki/0", "bad url")],
     )
     assert "juju trust" in winner(obs).message
 
 
 def test_relation_problem_names_relation_and_item_and_is_one_line():
-    problem = RelationProblem("logging", "loki/1", "bad\nurl " + "x" * 300)
+    problem = Problem("logging", "loki/1", "bad\nurl " + "x" * 300)
     status = winner(healthy(relations=[problem]))
     assert status.name == "blocked"
     assert status.message.startswith("invalid data on relation logging (loki/1): bad url")
@@ -115,7 +112,7 @@ def test_mesh_not_ready_waits_with_the_reason():
 
 
 def test_blocked_beats_waiting():
-    obs = healthy(mesh_related=True, relations=[RelationProblem("cluster", "w/0", "bad")])
+    obs = healthy(mesh_related=True, relations=[Problem("cluster", "w/0", "bad")])
     assert winner(obs).name == "blocked"
 
 

@@ -12,11 +12,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import coordinated_mesh.worker as worker_module
+import coordinated_mesh.worker.worker as worker_module
 import pytest
 import yaml
 from charm_loader import load_charm_module
-from coordinated_mesh.cluster_policies import PART_OF_LABEL
+from coordinated_mesh.mesh.cluster_policies import PART_OF_LABEL
 from coordinator_support import (
     APP,
     MESH_LABELS,
@@ -40,12 +40,12 @@ WORKER_APP = "w1"
 class FakeWorkerLabels:
     labels: dict[str, str] = dataclasses.field(default_factory=dict[str, str])
 
-    def reconcile(self, labels: Mapping[str, str]) -> bool:
+    def reconcile_labels(self, labels: Mapping[str, str]) -> bool:
         changed = dict(labels) != self.labels
         self.labels = dict(labels)
         return changed
 
-    def managed(self) -> dict[str, str]:
+    def managed_labels(self) -> dict[str, str]:
         return dict(self.labels)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import ops
 import pydantic
 import pytest
-from coordinated_mesh.databag import MAX_VALUE_BYTES, DatabagError, DatabagModel
+from coordinated_mesh.relations.databag import MAX_VALUE_BYTES, DatabagError, DatabagModel
 from hypothesis import given
 from hypothesis import strategies as st
 from ops import testing

@@ -7,7 +7,7 @@ from typing import Any
 
 import ops
 import pytest
-from coordinated_mesh.interfaces.grafana_source import (
+from coordinated_mesh.relations.grafana_source import (
     GrafanaSourceData,
     provider_app_databag,
     provider_unit_databag,

@@ -6,7 +6,7 @@ import json
 
 import ops
 import pytest
-from coordinated_mesh.interfaces.loki_push_api import (
+from coordinated_mesh.relations.loki_push_api import (
     parse_loki_unit_databag,
     publish_loki_metadata,
     read_loki_push_urls,
@@ -44,7 +44,7 @@ def test_reads_every_unit_and_drops_bad_ones():
     with ctx(ctx.on.update_status(), testing.State(relations={relation})) as mgr:
         urls, problems = read_loki_push_urls(mgr.charm.model.relations["logging"])
     assert urls == {"loki/0": PUSH.format(0), "loki/1": PUSH.format(1)}
-    assert [(p.relation, p.item) for p in problems] == [
+    assert [(p.endpoint, p.item) for p in problems] == [
         ("logging", "loki/2"),
         ("logging", "loki/3"),
         ("logging", "loki/4"),

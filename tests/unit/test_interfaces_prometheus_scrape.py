@@ -6,18 +6,18 @@ import json
 
 import ops
 import pytest
-from coordinated_mesh.interfaces.prometheus_scrape import (
-    TopologyMetadata,
-    provider_app_databag,
-    publish_scrape_jobs,
-    sanitize_scrape_jobs,
-)
-from coordinated_mesh.telemetry_proxy import (
+from coordinated_mesh.proxy.config import WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.plan import (
     CoordinatorIdentity,
     TelemetryProxyInputs,
     build_telemetry_proxy,
 )
-from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
+from coordinated_mesh.relations._common import TopologyMetadata
+from coordinated_mesh.relations.prometheus_scrape import (
+    provider_app_databag,
+    publish_scrape_jobs,
+    sanitize_scrape_jobs,
+)
 from ops import testing
 
 META = {"name": "coordinator", "provides": {"metrics-endpoint": {"interface": "prometheus_scrape"}}}

@@ -6,7 +6,7 @@ import json
 
 import ops
 import pytest
-from coordinated_mesh.interfaces.remote_write import (
+from coordinated_mesh.relations.remote_write import (
     parse_remote_write_unit_databag,
     read_remote_write_urls,
 )
@@ -47,7 +47,7 @@ def test_reads_prometheus_and_mimir_and_drops_bad_units():
     with ctx(ctx.on.update_status(), testing.State(relations=relations)) as mgr:
         urls, problems = read_remote_write_urls(mgr.charm.model.relations["send-remote-write"])
     assert urls == {"mimir/0": "http://mimir:8080/api/v1/push", "prometheus/0": PROM.format(0)}
-    assert sorted((p.relation, p.item) for p in problems) == [
+    assert sorted((p.endpoint, p.item) for p in problems) == [
         ("send-remote-write", "prometheus/1"),
         ("send-remote-write", "prometheus/2"),
     ]

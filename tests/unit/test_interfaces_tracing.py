@@ -16,13 +16,14 @@ from charmlibs.interfaces.tracing import (
     TracingRequirerAppData,
     TransportProtocolType,
 )
-from coordinated_mesh.interfaces.tracing import (
+from coordinated_mesh.relations.tracing import (
+    GRPC_TRACING_PROTOCOLS,
+    HTTP_TRACING_PROTOCOLS,
     TRANSPORT_BY_PROTOCOL,
     parse_provider_receivers,
     read_tracing_receivers,
     request_tracing_protocols,
 )
-from coordinated_mesh.telemetry_proxy import GRPC_TRACING_PROTOCOLS, HTTP_TRACING_PROTOCOLS
 from ops import testing
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:charmlibs")
@@ -82,7 +83,7 @@ def test_bad_receivers_are_dropped_alone():
     )
     receivers, problems = parse_provider_receivers(databag, relation_name="charm-tracing")
     assert receivers == {"zipkin": "http://tempo:9411"}
-    assert [(p.relation, p.item) for p in problems] == [
+    assert [(p.endpoint, p.item) for p in problems] == [
         ("charm-tracing", "otlp_http"),
         ("charm-tracing", "otlp_grpc"),
         ("charm-tracing", "jaeger_grpc"),

@@ -5,17 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from coordinated_mesh.cluster import LABEL_VALUE_RE
-from coordinated_mesh.kubernetes import (
+from coordinated_mesh.k8s.client import (
     AppClient,
     CRDMissingError,
     ForbiddenError,
     KubernetesError,
     api_errors,
-    is_valid_label_value,
-    safe_label_value,
     translate_api_error,
 )
+from coordinated_mesh.parse import LABEL_VALUE_RE, is_valid_label_value, safe_label_value
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from lightkube import ApiError

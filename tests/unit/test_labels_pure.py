@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from coordinated_mesh.labels import LabelPatch, label_patch, memory_name, plan_labels
+from coordinated_mesh.k8s.labels import LabelPatch, label_patch, memory_name, plan_labels
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -152,7 +152,7 @@ def test_interrupted_calls_never_leak_labels(
 
 def test_unreadable_label_memory_is_ignored_not_raised():
     """The ConfigMap is editable by anyone with access: nothing in it may escape a hook."""
-    from coordinated_mesh.labels import MEMORY_KEY, _parse_memory  # pyright: ignore[reportPrivateUsage]
+    from coordinated_mesh.k8s.labels import MEMORY_KEY, _parse_memory
     from lightkube.resources.core_v1 import ConfigMap
 
     for raw in ["[" * 100_000, "not json", '{"a": 1}', '["a"]']:

@@ -6,7 +6,7 @@ from typing import Any
 
 import ops
 import pytest
-from coordinated_mesh.metadata import require_declared
+from coordinated_mesh.charm.metadata import require_declared
 from ops import testing
 
 META: dict[str, Any] = {

@@ -8,17 +8,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from coordinated_mesh.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
-from coordinated_mesh.nginx_config import NginxSettings, nginx_command, render_nginx_config
-from coordinated_mesh.telemetry_proxy import (
+from coordinated_mesh.parse import HttpUrl
+from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.nginx import NginxSettings, nginx_command, render_nginx_config
+from coordinated_mesh.proxy.plan import (
     HttpRoute,
-    HttpUrl,
     QueryRoute,
     TelemetryProxyInputs,
-    WorkerQueryApi,
     build_telemetry_proxy,
 )
-from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
+from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
 from nginx.proxy_strategies import IDENTITY
 
 WORKER = WorkerUnitData(
@@ -30,12 +29,12 @@ INPUTS = TelemetryProxyInputs(
     identity=IDENTITY,
     config=WorkerTelemetryProxyConfig(http_port=8080, https_port=8080, grpc_port=4317),
     workers=[WORKER],
-    loki_push_urls={"loki/0": "http://loki-0.l.cos.svc.cluster.local:3100/loki/api/v1/push"},
-    remote_write_urls={
+    backend_loki_urls={"loki/0": "http://loki-0.l.cos.svc.cluster.local:3100/loki/api/v1/push"},
+    backend_remote_write_urls={
         "prometheus/0": "http://prometheus-0.p.cos.svc.cluster.local:9090/api/v1/write"
     },
-    charm_tracing_receivers={"otlp_http": "http://tempo.cos.svc.cluster.local:4318"},
-    workload_tracing_receivers={
+    backend_charm_tracing_receivers={"otlp_http": "http://tempo.cos.svc.cluster.local:4318"},
+    backend_workload_tracing_receivers={
         "otlp_http": "http://tempo.cos.svc.cluster.local:4318/base",
         "otlp_grpc": "tempo.cos.svc.cluster.local:4317",
     },
@@ -151,7 +150,9 @@ def test_rendering_is_deterministic():
     reordered = replace(
         INPUTS,
         resolvers=list(reversed(INPUTS.resolvers)),
-        workload_tracing_receivers=dict(reversed(list(INPUTS.workload_tracing_receivers.items()))),
+        backend_workload_tracing_receivers=dict(
+            reversed(list(INPUTS.backend_workload_tracing_receivers.items()))
+        ),
     )
     assert render(reordered) == render(INPUTS)
 

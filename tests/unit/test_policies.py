@@ -7,7 +7,7 @@ from typing import Any
 
 import pydantic
 import pytest
-from coordinated_mesh.policies import (
+from coordinated_mesh.mesh.policies import (
     AppPolicy,
     Endpoint,
     MeshPolicy,

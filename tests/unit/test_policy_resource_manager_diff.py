@@ -5,10 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from coordinated_mesh.authorization import policy_name
-from coordinated_mesh.cluster import LABEL_KEY_RE, LABEL_VALUE_RE
-from coordinated_mesh.policies import Endpoint, MeshPolicy, PolicyTargetType
-from coordinated_mesh.policy_resource_manager import (
+from coordinated_mesh.k8s.policy_manager import (
     ObjectDiff,
     Owner,
     ReconcileResult,
@@ -17,6 +14,9 @@ from coordinated_mesh.policy_resource_manager import (
     needs_update,
     replacement,
 )
+from coordinated_mesh.mesh.authorization import policy_name
+from coordinated_mesh.mesh.policies import Endpoint, MeshPolicy, PolicyTargetType
+from coordinated_mesh.parse import LABEL_KEY_RE, LABEL_VALUE_RE
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -1,4 +1,4 @@
-"""The names the design promises charm authors are importable from the package itself."""
+"""The curated public face: the names a charm author uses, importable from the package itself."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ DESIGN_NAMES = [
     "AppPolicy",
     "Coordinator",
     "Endpoint",
+    "KubernetesError",
     "MeshPolicy",
     "Method",
     "PolicyResourceManager",
     "PolicyTargetType",
+    "ProxiedTelemetry",
     "ServiceMeshConsumer",
     "UnitPolicy",
     "Worker",
+    "WorkerContext",
     "WorkerQueryApi",
     "WorkerTelemetryProxyConfig",
     "reconcile_charm_labels",
@@ -34,7 +37,7 @@ def test_public_name_resolves_to_its_module_object(name: str):
 
 
 def test_all_lists_exactly_the_public_names():
-    assert sorted(coordinated_mesh.__all__) == sorted(DESIGN_NAMES)
+    assert sorted(coordinated_mesh.__all__) == sorted([*DESIGN_NAMES, "__version__"])
     assert set(DESIGN_NAMES) <= set(dir(coordinated_mesh))
 
 
@@ -43,9 +46,21 @@ def test_unknown_name_is_an_attribute_error():
         _ = coordinated_mesh.Nope  # type: ignore[attr-defined]
 
 
-def test_importing_the_policy_models_does_not_load_lightkube():
+def test_version_is_semver_and_matches_the_package():
+    import re
+    import tomllib
+    from pathlib import Path
+
+    assert re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", coordinated_mesh.__version__)
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    assert (
+        tomllib.loads(pyproject.read_text())["project"]["version"] == coordinated_mesh.__version__
+    )
+
+
+def test_importing_the_public_face_does_not_load_lightkube():
     code = (
-        "import sys; import coordinated_mesh; from coordinated_mesh import AppPolicy, UnitPolicy; "
+        "import sys; from coordinated_mesh import *; "
         "print(any(m == 'lightkube' or m.startswith('lightkube.') for m in sys.modules))"
     )
     out = subprocess.run(

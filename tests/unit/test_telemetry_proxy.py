@@ -7,32 +7,33 @@ import re
 from dataclasses import replace
 
 import pytest
-from coordinated_mesh.cluster import (
-    CoordinatorAppData,
-    JujuTopology,
-    MetricsEndpoint,
-    WorkerUnitData,
-)
-from coordinated_mesh.telemetry_proxy import (
-    MAX_ITEMS,
+from coordinated_mesh.parse import (
     GrpcAddress,
-    GrpcRoute,
-    HttpRoute,
     HttpUrl,
     Problem,
-    QueryRoute,
-    TelemetryProxyInputs,
-    WorkerQueryApi,
-    build_telemetry_proxy,
     nameservers_from_resolv_conf,
     parse_grpc_address,
     parse_http_url,
     parse_resolver,
     parse_unit_name,
-    split_percentages,
     unit_path_name,
 )
-from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.plan import (
+    MAX_ITEMS,
+    GrpcRoute,
+    HttpRoute,
+    QueryRoute,
+    TelemetryProxyInputs,
+    build_telemetry_proxy,
+    split_percentages,
+)
+from coordinated_mesh.relations.cluster import (
+    CoordinatorAppData,
+    JujuTopology,
+    MetricsEndpoint,
+    WorkerUnitData,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from nginx.proxy_strategies import IDENTITY, MODEL_UUID, proxy_inputs
@@ -63,10 +64,10 @@ def full_inputs(**overrides: object) -> TelemetryProxyInputs:
         identity=IDENTITY,
         config=GRPC_CONFIG,
         workers=[worker("worker/0"), worker("worker/1", port=9100, path="/custom/metrics")],
-        loki_push_urls={"loki/0": LOKI_0, "loki/1": LOKI_1},
-        remote_write_urls={"prometheus/0": PROM_0},
-        charm_tracing_receivers={"otlp_http": TEMPO_HTTP, "otlp_grpc": TEMPO_GRPC},
-        workload_tracing_receivers={"otlp_http": TEMPO_HTTP, "otlp_grpc": TEMPO_GRPC},
+        backend_loki_urls={"loki/0": LOKI_0, "loki/1": LOKI_1},
+        backend_remote_write_urls={"prometheus/0": PROM_0},
+        backend_charm_tracing_receivers={"otlp_http": TEMPO_HTTP, "otlp_grpc": TEMPO_GRPC},
+        backend_workload_tracing_receivers={"otlp_http": TEMPO_HTTP, "otlp_grpc": TEMPO_GRPC},
         resolvers=["10.152.183.10"],
     )
     return replace(inputs, **overrides)  # type: ignore[arg-type]
@@ -225,8 +226,8 @@ def test_full_plan_routes():
 def test_full_plan_worker_urls_fit_coordinator_app_data():
     plan = build_telemetry_proxy(full_inputs())
     base = f"http://{FQDN}:8080"
-    urls = plan.worker_urls
-    assert urls.loki_endpoints == {
+    urls = plan.proxied_telemetry
+    assert urls.loki_urls == {
         "loki/0": f"{base}/proxy/loki/loki-0/push",
         "loki/1": f"{base}/proxy/loki/loki-1/push",
     }
@@ -236,10 +237,8 @@ def test_full_plan_worker_urls_fit_coordinator_app_data():
         "otlp_grpc": f"{FQDN}:4317",
         "otlp_http": f"{base}/proxy/workload-tracing/otlp_http",
     }
-    assert [e.url for e in urls.remote_write_endpoints] == [
-        f"{base}/proxy/remote-write/prometheus-0/write"
-    ]
-    data = CoordinatorAppData(**urls.as_app_data_fields())
+    assert list(urls.remote_write_urls) == [f"{base}/proxy/remote-write/prometheus-0/write"]
+    data = CoordinatorAppData.compose(worker_labels=None, worker_config=None, telemetry=urls)
     assert CoordinatorAppData.load(data.dump()) == data
     assert data.remote_write_endpoints is not None
     assert data.remote_write_endpoints[0].url.endswith("/proxy/remote-write/prometheus-0/write")
@@ -248,9 +247,9 @@ def test_full_plan_worker_urls_fit_coordinator_app_data():
 def test_proxied_urls_parse_as_safe_urls():
     plan = build_telemetry_proxy(full_inputs())
     for url in [
-        *plan.worker_urls.loki_endpoints.values(),
-        *plan.worker_urls.charm_tracing_receivers.values(),
-        *[e.url for e in plan.worker_urls.remote_write_endpoints],
+        *plan.proxied_telemetry.loki_urls.values(),
+        *plan.proxied_telemetry.charm_tracing_receivers.values(),
+        *plan.proxied_telemetry.remote_write_urls,
     ]:
         assert parse_http_url(url).host == FQDN
 
@@ -281,11 +280,13 @@ def test_no_backends_gives_empty_urls_and_only_the_exporter_job():
     assert plan.http_routes == ()
     assert plan.grpc_routes == ()
     assert plan.problems == ()
-    assert plan.worker_urls.as_app_data_fields() == {
-        "loki_endpoints": {},
-        "charm_tracing_receivers": {},
-        "workload_tracing_receivers": {},
-        "remote_write_endpoints": [],
+    assert CoordinatorAppData.compose(
+        worker_labels=None, worker_config=None, telemetry=plan.proxied_telemetry
+    ).dump() == {
+        "loki_endpoints": "{}",
+        "charm_tracing_receivers": "{}",
+        "workload_tracing_receivers": "{}",
+        "remote_write_endpoints": "[]",
     }
     assert [j["job_name"] for j in plan.scrape_jobs] == ["nginx-exporter"]
 
@@ -303,10 +304,13 @@ def test_worker_without_metrics_endpoint_gets_no_route():
 def test_invalid_items_are_dropped_and_reported_rest_keeps_working():
     plan = build_telemetry_proxy(
         full_inputs(
-            loki_push_urls={"loki/0": LOKI_0, "loki/1": "http://evil;include /etc/passwd"},
-            remote_write_urls={"prometheus/0": PROM_0, "not a unit": PROM_0 + "x"},
-            charm_tracing_receivers={"otlp_http": "http://tempo:4318/$x", "tempo_http": "x"},
-            workload_tracing_receivers={"otlp_http": TEMPO_HTTP, "otlp_grpc": "tempo"},
+            backend_loki_urls={"loki/0": LOKI_0, "loki/1": "http://evil;include /etc/passwd"},
+            backend_remote_write_urls={"prometheus/0": PROM_0, "not a unit": PROM_0 + "x"},
+            backend_charm_tracing_receivers={
+                "otlp_http": "http://tempo:4318/$x",
+                "tempo_http": "x",
+            },
+            backend_workload_tracing_receivers={"otlp_http": TEMPO_HTTP, "otlp_grpc": "tempo"},
         )
     )
     assert [str(p) for p in plan.problems] == sorted(
@@ -320,18 +324,18 @@ def test_invalid_items_are_dropped_and_reported_rest_keeps_working():
             "workload-tracing: otlp_grpc: 'tempo' is not a host:port gRPC address",
         ]
     )
-    assert list(plan.worker_urls.loki_endpoints) == ["loki/0"]
-    assert len(plan.worker_urls.remote_write_endpoints) == 1
-    assert plan.worker_urls.charm_tracing_receivers == {}
-    assert list(plan.worker_urls.workload_tracing_receivers) == ["otlp_http"]
+    assert list(plan.proxied_telemetry.loki_urls) == ["loki/0"]
+    assert len(plan.proxied_telemetry.remote_write_urls) == 1
+    assert plan.proxied_telemetry.charm_tracing_receivers == {}
+    assert list(plan.proxied_telemetry.workload_tracing_receivers) == ["otlp_http"]
     assert plan.grpc_routes == ()
 
 
 def test_problem_items_are_shown_safely():
     hostile = "loki/0\nserver { listen 1; }" + "x" * 200
-    plan = build_telemetry_proxy(full_inputs(loki_push_urls={hostile: LOKI_0}))
+    plan = build_telemetry_proxy(full_inputs(backend_loki_urls={hostile: LOKI_0}))
     (problem,) = plan.problems
-    assert problem.relation == "logging"
+    assert problem.endpoint == "logging"
     assert "\n" not in str(problem)
     assert len(problem.item) <= 80
 
@@ -356,7 +360,7 @@ def test_hostile_worker_models_are_dropped():
     assert [r.location for r in plan.http_routes if "/worker/" in r.location] == [
         "/proxy/worker/worker-0/metrics"
     ]
-    assert {(p.relation, p.item) for p in plan.problems} == {
+    assert {(p.endpoint, p.item) for p in plan.problems} == {
         ("cluster", "worker/8"),
         ("cluster", "worker/9"),
     }
@@ -364,9 +368,11 @@ def test_hostile_worker_models_are_dropped():
 
 def test_same_backend_url_from_several_units_is_routed_once():
     plan = build_telemetry_proxy(
-        full_inputs(remote_write_urls={"mimir/1": PROM_0, "mimir/0": PROM_0}, loki_push_urls={})
+        full_inputs(
+            backend_remote_write_urls={"mimir/1": PROM_0, "mimir/0": PROM_0}, backend_loki_urls={}
+        )
     )
-    assert [e.url for e in plan.worker_urls.remote_write_endpoints] == [
+    assert list(plan.proxied_telemetry.remote_write_urls) == [
         f"http://{FQDN}:8080/proxy/remote-write/mimir-0/write"
     ]
 
@@ -384,7 +390,9 @@ def test_duplicate_worker_units_are_reported():
 
 def test_tracing_receiver_with_a_path_and_https():
     plan = build_telemetry_proxy(
-        full_inputs(charm_tracing_receivers={"otlp_http": "https://tempo.example:443/otlp/"})
+        full_inputs(
+            backend_charm_tracing_receivers={"otlp_http": "https://tempo.example:443/otlp/"}
+        )
     )
     (route,) = [r for r in plan.http_routes if r.location.startswith("/proxy/charm-tracing/")]
     assert route == HttpRoute(
@@ -395,23 +403,23 @@ def test_tracing_receiver_with_a_path_and_https():
 def test_grpc_receivers_need_a_grpc_port():
     plan = build_telemetry_proxy(full_inputs(config=CONFIG))
     assert plan.grpc_routes == ()
-    assert "otlp_grpc" not in plan.worker_urls.workload_tracing_receivers
+    assert "otlp_grpc" not in plan.proxied_telemetry.workload_tracing_receivers
     assert plan.problems == ()
 
 
 def test_missing_resolver_is_a_problem_only_for_host_names():
     by_name = build_telemetry_proxy(full_inputs(resolvers=[]))
     assert [str(p) for p in by_name.problems] == [
-        "nginx: resolver: no DNS resolver known: host names cannot be proxied"
+        "resolver: no DNS resolver known: host names cannot be proxied"
     ]
     by_ip = build_telemetry_proxy(
         full_inputs(
             resolvers=[],
             workers=[worker("worker/0", address="10.1.0.5")],
-            loki_push_urls={"loki/0": "http://10.1.0.6:3100/loki/api/v1/push"},
-            remote_write_urls={},
-            charm_tracing_receivers={},
-            workload_tracing_receivers={},
+            backend_loki_urls={"loki/0": "http://10.1.0.6:3100/loki/api/v1/push"},
+            backend_remote_write_urls={},
+            backend_charm_tracing_receivers={},
+            backend_workload_tracing_receivers={},
         )
     )
     assert by_ip.problems == ()
@@ -425,8 +433,8 @@ def test_bad_resolvers_are_reported():
 
 def test_too_many_items_are_capped():
     urls = {f"loki/{i}": f"http://loki-{i}.l:3100/push" for i in range(MAX_ITEMS + 5)}
-    plan = build_telemetry_proxy(full_inputs(loki_push_urls=urls))
-    assert len(plan.worker_urls.loki_endpoints) == MAX_ITEMS
+    plan = build_telemetry_proxy(full_inputs(backend_loki_urls=urls))
+    assert len(plan.proxied_telemetry.loki_urls) == MAX_ITEMS
     assert Problem("logging", f"{MAX_ITEMS + 5} items", f"only the first {MAX_ITEMS} are used") in (
         plan.problems
     )
@@ -582,7 +590,7 @@ def test_query_route_spreads_over_every_worker_on_its_metrics_port():
     without = build_telemetry_proxy(full_inputs())
     assert plan.http_routes == without.http_routes
     assert plan.scrape_jobs == without.scrape_jobs
-    assert plan.worker_urls == without.worker_urls
+    assert plan.proxied_telemetry == without.proxied_telemetry
     assert (without.query_route, without.query_url) == (None, None)
 
 
@@ -621,7 +629,7 @@ def test_no_query_route_when_every_worker_is_invalid():
     )
     plan = build_telemetry_proxy(full_inputs(workers=[evil], worker_query_api=QUERY))
     assert (plan.query_route, plan.query_url) == (None, None)
-    assert [(p.relation, p.item) for p in plan.problems] == [("cluster", "worker/9")]
+    assert [(p.endpoint, p.item) for p in plan.problems] == [("cluster", "worker/9")]
     assert "worker dropped" in plan.problems[0].reason
 
 
@@ -660,7 +668,7 @@ def test_workers_at_the_same_address_are_one_backend():
 
 @given(st.permutations(range(12)), st.sampled_from([1, 2, 5, 12]))
 def test_query_route_is_sorted_whatever_the_order(order: list[int], count: int):
-    workers = [worker(f"worker-{i % 3}/{i}") for i in range(12)][:count]
+    workers = [worker(f"worker-{'abc'[i % 3]}/{i}") for i in range(12)][:count]
     shuffled = [workers[i] for i in order if i < count]
     plan = build_telemetry_proxy(full_inputs(workers=shuffled, worker_query_api=QUERY))
     assert plan == build_telemetry_proxy(full_inputs(workers=workers, worker_query_api=QUERY))
@@ -674,18 +682,18 @@ def test_query_route_names_need_a_resolver():
         full_inputs(
             resolvers=[],
             workers=[worker("worker/0", address="10.1.0.5")],
-            loki_push_urls={},
-            remote_write_urls={},
-            charm_tracing_receivers={},
-            workload_tracing_receivers={},
+            backend_loki_urls={},
+            backend_remote_write_urls={},
+            backend_charm_tracing_receivers={},
+            backend_workload_tracing_receivers={},
             worker_query_api=WorkerQueryApi(port=8080),
         )
     )
     assert plan.problems == ()
     by_name = replace(
-        full_inputs(resolvers=[], loki_push_urls={}, remote_write_urls={}),
-        charm_tracing_receivers={},
-        workload_tracing_receivers={},
+        full_inputs(resolvers=[], backend_loki_urls={}, backend_remote_write_urls={}),
+        backend_charm_tracing_receivers={},
+        backend_workload_tracing_receivers={},
         workers=[
             WorkerUnitData(
                 juju_topology=JujuTopology(application="w", unit="w/0", charm_name="w"),
@@ -697,7 +705,7 @@ def test_query_route_names_need_a_resolver():
     plan = build_telemetry_proxy(by_name)
     assert plan.http_routes == ()
     assert [str(p) for p in plan.problems] == [
-        "nginx: resolver: no DNS resolver known: host names cannot be proxied"
+        "resolver: no DNS resolver known: host names cannot be proxied"
     ]
 
 
@@ -747,9 +755,11 @@ def test_input_order_does_not_matter(inputs: TelemetryProxyInputs, rnd: random.R
         inputs,
         workers=workers,
         resolvers=resolvers,
-        loki_push_urls=shuffled_dict(dict(inputs.loki_push_urls)),
-        remote_write_urls=shuffled_dict(dict(inputs.remote_write_urls)),
-        charm_tracing_receivers=shuffled_dict(dict(inputs.charm_tracing_receivers)),
-        workload_tracing_receivers=shuffled_dict(dict(inputs.workload_tracing_receivers)),
+        backend_loki_urls=shuffled_dict(dict(inputs.backend_loki_urls)),
+        backend_remote_write_urls=shuffled_dict(dict(inputs.backend_remote_write_urls)),
+        backend_charm_tracing_receivers=shuffled_dict(dict(inputs.backend_charm_tracing_receivers)),
+        backend_workload_tracing_receivers=shuffled_dict(
+            dict(inputs.backend_workload_tracing_receivers)
+        ),
     )
     assert build_telemetry_proxy(permuted) == build_telemetry_proxy(inputs)

@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import coordinated_mesh.kubernetes as kubernetes_module
-import coordinated_mesh.worker as worker_module
+import coordinated_mesh.k8s.client as kubernetes_module
+import coordinated_mesh.worker.worker as worker_module
 import ops
 import pytest
 import yaml
 from binaries import require_binary
 from charm_loader import load_charm_module
-from coordinated_mesh.kubernetes import ForbiddenError, KubernetesError
+from coordinated_mesh.k8s.client import ForbiddenError, KubernetesError
 from ops import testing
 
 CHARM = load_charm_module("worker")
@@ -50,7 +50,7 @@ class FakeLabels:
     reads: int = 0
     error: Exception | None = None
 
-    def reconcile(self, labels: Mapping[str, str]) -> bool:
+    def reconcile_labels(self, labels: Mapping[str, str]) -> bool:
         self.reads += 1
         if self.error is not None:
             raise self.error
@@ -60,7 +60,7 @@ class FakeLabels:
         self.writes.append(dict(labels))
         return True
 
-    def managed(self) -> dict[str, str]:
+    def managed_labels(self) -> dict[str, str]:
         self.reads += 1
         if self.error is not None:
             raise self.error
@@ -445,7 +445,7 @@ def test_labels_reset_by_juju_are_reapplied_even_while_data_is_invalid(
     out = run(ctx, state(relation))
     invalid = with_relation_data(out, relation, {"worker_labels": "{not json"})
     kube.labels = {}  # the StatefulSet was rewritten (Juju upgrade)...
-    kube.managed = lambda: dict(MESH)  # ...but the memory of what we applied is intact
+    kube.managed_labels = lambda: dict(MESH)  # ...but the memory of what we applied is intact
     run(ctx, invalid, ctx.on.upgrade_charm())
     assert kube.labels == MESH
 

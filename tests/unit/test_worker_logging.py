@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import cast
 
-from coordinated_mesh.pebble_logging import (
+from coordinated_mesh.worker.log_forwarding import (
     changed_targets,
     is_managed_target_name,
     log_forwarding_layer,

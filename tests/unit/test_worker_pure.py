@@ -6,13 +6,9 @@ import json
 
 import ops
 import pytest
-from coordinated_mesh.cluster import CoordinatorAppData
-from coordinated_mesh.worker import (
-    WorkerObservations,
-    parse_telemetry,
-    unit_fqdn,
-    worker_statuses,
-)
+from coordinated_mesh.parse import unit_fqdn
+from coordinated_mesh.relations.cluster import CoordinatorAppData, parse_proxied_telemetry
+from coordinated_mesh.worker.worker import WorkerObservations, worker_statuses
 
 PROXY = "http://coord.mymodel.svc.cluster.local:8080"
 
@@ -34,7 +30,7 @@ def test_unit_fqdn():
 
 
 def test_valid_urls_are_kept_and_sorted():
-    telemetry, problems = parse_telemetry(
+    telemetry, problems = parse_proxied_telemetry(
         app_data(
             loki_endpoints={
                 "loki/1": f"{PROXY}/proxy/loki/loki-1/push",
@@ -53,7 +49,7 @@ def test_valid_urls_are_kept_and_sorted():
         )
     )
     assert problems == []
-    assert list(telemetry.loki_endpoints) == ["loki/0", "loki/1"]
+    assert list(telemetry.loki_urls) == ["loki/0", "loki/1"]
     assert telemetry.remote_write_urls == (
         f"{PROXY}/proxy/remote-write/a-0/write",
         f"{PROXY}/proxy/remote-write/b-0/write",
@@ -68,9 +64,9 @@ def test_valid_urls_are_kept_and_sorted():
 
 
 def test_absent_keys_mean_no_urls():
-    telemetry, problems = parse_telemetry(app_data(worker_labels={"a": "b"}))
+    telemetry, problems = parse_proxied_telemetry(app_data(worker_labels={"a": "b"}))
     assert problems == []
-    assert not telemetry.loki_endpoints
+    assert not telemetry.loki_urls
     assert telemetry.remote_write_urls == ()
 
 
@@ -97,14 +93,14 @@ def test_invalid_items_are_dropped_and_named(fields: dict[str, object], where: s
         merged[key] = (
             {**good, **value} if key == "loki_endpoints" and isinstance(value, dict) else value
         )
-    telemetry, problems = parse_telemetry(app_data(**merged))
+    telemetry, problems = parse_proxied_telemetry(app_data(**merged))
     assert len(problems) == 1
-    assert problems[0].startswith(where)
-    assert telemetry.loki_endpoints.get("loki/1") == good["loki/1"]
+    assert str(problems[0]).startswith(where)
+    assert telemetry.loki_urls.get("loki/1") == good["loki/1"]
 
 
 def test_unknown_tracing_protocols_are_ignored_quietly():
-    telemetry, problems = parse_telemetry(
+    telemetry, problems = parse_proxied_telemetry(
         app_data(workload_tracing_receivers={"otlp_quantum": "whatever"})
     )
     assert problems == []
@@ -113,9 +109,9 @@ def test_unknown_tracing_protocols_are_ignored_quietly():
 
 def test_too_many_urls_are_capped():
     urls = {f"loki/{n}": f"{PROXY}/proxy/loki/loki-{n}/push" for n in range(100)}
-    telemetry, problems = parse_telemetry(app_data(loki_endpoints=urls))
-    assert len(telemetry.loki_endpoints) == 64
-    assert problems == ["loki_endpoints: 100 URLs, only 64 used"]
+    telemetry, problems = parse_proxied_telemetry(app_data(loki_endpoints=urls))
+    assert len(telemetry.loki_urls) == 64
+    assert [str(p) for p in problems] == ["loki_endpoints: 100 URLs, only 64 used"]
 
 
 def texts(statuses: list[ops.StatusBase]) -> list[tuple[str, str]]:

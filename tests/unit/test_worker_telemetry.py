@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.config import WorkerTelemetryProxyConfig
 
 
 def test_one_port_for_http_and_https_listens_once():

@@ -384,7 +384,7 @@ class Bench:
 
 def run_cases(envtest: Envtest, log: RequestLog, workdir: Path) -> list[HookCalls]:
     """Set up envtest (CRD, namespaces, Juju's objects) and run every case."""
-    from coordinated_mesh import coordinator as coordinator_module
+    import coordinated_mesh.coordinator.coordinator as coordinator_module
     from envtest.harness import (
         create_juju_app,
         install_authorization_policy_crd,

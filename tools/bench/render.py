@@ -67,7 +67,7 @@ from bench.common import (
 )
 
 if TYPE_CHECKING:
-    from coordinated_mesh.telemetry_proxy import TelemetryProxyInputs
+    from coordinated_mesh.proxy.plan import TelemetryProxyInputs
     from ops import testing
 
 add_repo_paths()
@@ -171,9 +171,9 @@ def proxy_inputs(units: int, *, seed: int | None = None) -> TelemetryProxyInputs
     Workers are spread over up to three applications; there are two Loki units, a remote-write
     receiver, charm and workload tracing (HTTP and gRPC) and two DNS resolvers.
     """
-    from coordinated_mesh.cluster import WorkerUnitData
-    from coordinated_mesh.telemetry_proxy import CoordinatorIdentity, TelemetryProxyInputs
-    from coordinated_mesh.worker_telemetry import WorkerTelemetryProxyConfig
+    from coordinated_mesh.proxy.config import WorkerTelemetryProxyConfig
+    from coordinated_mesh.proxy.plan import CoordinatorIdentity, TelemetryProxyInputs
+    from coordinated_mesh.relations.cluster import WorkerUnitData
 
     apps = WORKER_APPS[: max(1, min(len(WORKER_APPS), units))]
     workers = [
@@ -207,22 +207,24 @@ def proxy_inputs(units: int, *, seed: int | None = None) -> TelemetryProxyInputs
         identity=CoordinatorIdentity(app_name=COORDINATOR, model_name=MODEL, model_uuid=MODEL_UUID),
         config=WorkerTelemetryProxyConfig(http_port=8080, https_port=8080, grpc_port=4317),
         workers=workers,
-        loki_push_urls=order(loki),
-        remote_write_urls=order(remote_write),
-        charm_tracing_receivers=order(charm_tracing),
-        workload_tracing_receivers=order(workload_tracing),
+        backend_loki_urls=order(loki),
+        backend_remote_write_urls=order(remote_write),
+        backend_charm_tracing_receivers=order(charm_tracing),
+        backend_workload_tracing_receivers=order(workload_tracing),
         resolvers=resolvers,
     )
 
 
 def rendered_artifacts(inputs: TelemetryProxyInputs) -> tuple[str, str, str]:
     """What must not depend on input order: ``nginx.conf``, scrape jobs, the workers' databag."""
-    from coordinated_mesh.cluster import CoordinatorAppData
-    from coordinated_mesh.nginx_config import render_nginx_config
-    from coordinated_mesh.telemetry_proxy import build_telemetry_proxy
+    from coordinated_mesh.proxy.nginx import render_nginx_config
+    from coordinated_mesh.proxy.plan import build_telemetry_proxy
+    from coordinated_mesh.relations.cluster import CoordinatorAppData
 
     plan = build_telemetry_proxy(inputs)
-    app_data = CoordinatorAppData(**plan.worker_urls.as_app_data_fields()).dump()
+    app_data = CoordinatorAppData.compose(
+        worker_labels=None, worker_config=None, telemetry=plan.proxied_telemetry
+    ).dump()
     return (
         render_nginx_config(plan),
         json.dumps(plan.scrape_jobs),  # deliberately not sort_keys: order is part of the output
@@ -253,8 +255,8 @@ class RenderFigures:
 
 def measure_rendering(units: int, *, repeat: int, shuffles: int, seed: int) -> RenderFigures:
     """Time the plan and the rendering for ``units`` workers; check order independence."""
-    from coordinated_mesh.nginx_config import render_nginx_config
-    from coordinated_mesh.telemetry_proxy import build_telemetry_proxy
+    from coordinated_mesh.proxy.nginx import render_nginx_config
+    from coordinated_mesh.proxy.plan import build_telemetry_proxy
 
     inputs = proxy_inputs(units)
     plan = build_telemetry_proxy(inputs)
@@ -337,9 +339,9 @@ class HookFigures:
 
 def reload_sequence(hooks: int, *, seed: int, workdir: Path) -> list[HookFigures]:
     """Run ``hooks`` identical ``update-status`` hooks on the coordinator charm; see the module."""
+    import coordinated_mesh.coordinator.coordinator as coordinator_module
     from charm_loader import load_charm_module
-    from coordinated_mesh import coordinator as coordinator_module
-    from coordinated_mesh.coordinator_plan import NGINX_CONFIG_PATH
+    from coordinated_mesh.proxy.pebble import NGINX_CONFIG_PATH
     from coordinator_support import FakeKubernetes
     from ops import testing
 

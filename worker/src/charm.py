@@ -25,8 +25,8 @@ from typing import Any
 
 import ops
 import yaml
-from coordinated_mesh.telemetry_proxy import parse_http_url
-from coordinated_mesh.worker import Worker, WorkerContext
+from coordinated_mesh.parse import parse_http_url
+from coordinated_mesh.worker.worker import Worker, WorkerContext
 
 logger = logging.getLogger(__name__)
 

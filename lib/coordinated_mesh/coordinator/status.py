@@ -19,12 +19,13 @@ import enum
 
 import ops
 
+from coordinated_mesh.parse import Problem
+
 __all__ = [
     "DrainStatus",
     "KubernetesProblem",
     "KubernetesProblemKind",
     "Observations",
-    "RelationProblem",
     "active_summary",
     "unit_statuses",
 ]
@@ -36,18 +37,6 @@ def _short(text: str, limit: int = _MAX_DETAIL) -> str:
     """``text`` on one line, at most ``limit`` characters."""
     one_line = " ".join(text.split())
     return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
-
-
-@dataclasses.dataclass(frozen=True)
-class RelationProblem:
-    """Invalid data received on a relation; what it concerns is ignored, the rest keeps working."""
-
-    relation: str
-    """The relation endpoint name, e.g. ``cluster``."""
-    item: str
-    """What is invalid: a remote unit or application and, when known, the databag key."""
-    detail: str
-    """Why it is invalid."""
 
 
 class KubernetesProblemKind(enum.Enum):
@@ -100,7 +89,7 @@ class Observations:
     draining: DrainStatus | None = None
     """Off the mesh, the policies kept for pods still enrolled (leader only; ``None``: none)."""
     kubernetes: list[KubernetesProblem] = dataclasses.field(default_factory=list[KubernetesProblem])
-    relations: list[RelationProblem] = dataclasses.field(default_factory=list[RelationProblem])
+    relations: list[Problem] = dataclasses.field(default_factory=list[Problem])
     workload: list[str] = dataclasses.field(default_factory=list[str])
     """Containers that could not be configured yet (Pebble not ready), by name."""
     proxy: list[str] = dataclasses.field(default_factory=list[str])
@@ -179,7 +168,7 @@ def unit_statuses(obs: Observations) -> list[ops.StatusBase]:
         )
     statuses.extend(
         ops.BlockedStatus(
-            _short(f"invalid data on relation {p.relation} ({p.item}): {p.detail}", 160)
+            _short(f"invalid data on relation {p.endpoint} ({p.item}): {p.reason}", 160)
         )
         for p in obs.relations
     )

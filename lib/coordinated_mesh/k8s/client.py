@@ -1,6 +1,6 @@
-"""What every Kubernetes adapter of this library shares: error types, a client, label values.
+"""What every Kubernetes adapter of this library shares: the error types and a lazy client.
 
-The adapters (:mod:`coordinated_mesh.policy_resource_manager`, :mod:`coordinated_mesh.labels`)
+The adapters (:mod:`coordinated_mesh.k8s.policy_manager`, :mod:`coordinated_mesh.k8s.labels`)
 raise only :class:`KubernetesError` and its subclasses, so a charm can turn any of them into a
 status with one ``except`` clause:
 
@@ -11,18 +11,14 @@ status with one ``except`` clause:
 * :class:`KubernetesError`: anything else (unreachable API server, conflicts, invalid objects).
 
 Importing this module is cheap: lightkube is only imported when a client is built or an error is
-translated, so pure code may use :func:`safe_label_value` freely.
+translated.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import re
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
-
-from .cluster import LABEL_VALUE_RE
 
 if TYPE_CHECKING:
     from lightkube import Client
@@ -30,25 +26,18 @@ if TYPE_CHECKING:
 __all__ = [
     "MANAGED_BY",
     "AppClient",
-    "AppLabels",
     "CRDMissingError",
     "ClientFactory",
     "ForbiddenError",
     "KubernetesError",
     "api_errors",
-    "is_valid_label_value",
     "make_client",
-    "safe_label_value",
     "translate_api_error",
     "trust_hint",
 ]
 
 MANAGED_BY = "coordinated-mesh"
 """The ``app.kubernetes.io/managed-by`` value on every object this library writes."""
-
-_MAX_LABEL_VALUE = 63
-_INVALID_CHARS_RE = re.compile(r"[^A-Za-z0-9_.-]+")
-_HASH_CHARS = 10
 
 
 class KubernetesError(Exception):
@@ -197,53 +186,3 @@ class AppClient:
             except Exception as e:  # lightkube's ConfigError and friends: no usable credentials
                 raise KubernetesError(f"no Kubernetes client: {type(e).__name__}: {e}") from e
         return self._client
-
-
-class AppLabels:
-    """The labels an application's leader manages on its own StatefulSet and Service.
-
-    Bound to one :class:`AppClient`; see :func:`coordinated_mesh.labels.reconcile_charm_labels`
-    for what reconciling does and writes. Only the leader may use it.
-    """
-
-    def __init__(self, client: AppClient):
-        self._client = client
-
-    def reconcile(self, labels: Mapping[str, str]) -> bool:
-        """Make ``labels`` the managed labels; True if anything was written."""
-        from .labels import reconcile_charm_labels
-
-        client = self._client
-        return reconcile_charm_labels(
-            client.get(), app_name=client.app_name, namespace=client.namespace, labels=labels
-        )
-
-    def managed(self) -> dict[str, str]:
-        """The labels applied last (``{}`` when none)."""
-        from .labels import read_managed_labels
-
-        client = self._client
-        return read_managed_labels(
-            client.get(), app_name=client.app_name, namespace=client.namespace
-        )
-
-
-def is_valid_label_value(value: str) -> bool:
-    """Whether ``value`` is a valid Kubernetes label value (at most 63 characters)."""
-    return LABEL_VALUE_RE.fullmatch(value) is not None
-
-
-def safe_label_value(value: str) -> str:
-    """``value`` if it is a valid label value, else a deterministic valid stand-in of <= 63 chars.
-
-    Valid values are returned unchanged. Others (too long, or with characters a label value cannot
-    hold) become a readable, sanitised head followed by ``-`` and a short SHA-256 digest of the
-    whole original, so two different inputs do not map to the same value in practice, and the
-    same input always maps to the same value, in every Python and library version.
-    """
-    if is_valid_label_value(value):
-        return value
-    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
-    head = _INVALID_CHARS_RE.sub("-", value)[: _MAX_LABEL_VALUE - _HASH_CHARS - 1]
-    head = head.strip("-_.")
-    return f"{head}-{digest}" if head else digest

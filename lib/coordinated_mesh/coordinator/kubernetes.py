@@ -14,9 +14,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from .coordinator_plan import ClusterPod
-from .kubernetes import AppClient, AppLabels, ClientFactory, CRDMissingError, api_errors
-from .policies import MeshPolicy
+from coordinated_mesh.k8s.client import AppClient, ClientFactory, CRDMissingError, api_errors
+from coordinated_mesh.k8s.labels import AppLabels
+from coordinated_mesh.mesh.drain import ClusterPod
+from coordinated_mesh.mesh.policies import MeshPolicy
 
 __all__ = ["KubernetesBackend", "LightkubeBackend", "make_kubernetes_backend"]
 
@@ -82,7 +83,7 @@ class LightkubeBackend:
         self._client = AppClient(app_name=app_name, namespace=namespace, factory=client_factory)
 
     def _manager(self):
-        from .policy_resource_manager import PolicyResourceManager
+        from coordinated_mesh.k8s.policy_manager import PolicyResourceManager
 
         client = self._client
         return PolicyResourceManager(
@@ -90,15 +91,15 @@ class LightkubeBackend:
         )
 
     def reconcile_labels(self, labels: Mapping[str, str]) -> bool:  # noqa: D102
-        return AppLabels(self._client).reconcile(labels)
+        return AppLabels(self._client).reconcile_labels(labels)
 
     def managed_labels(self) -> dict[str, str]:  # noqa: D102
-        return AppLabels(self._client).managed()
+        return AppLabels(self._client).managed_labels()
 
     def reconcile_policies(  # noqa: D102
         self, policies: Sequence[MeshPolicy], *, listed: Sequence[Mapping[str, Any]] | None = None
     ) -> bool:
-        from .policy_resource_manager import desired_objects, diff_objects
+        from coordinated_mesh.k8s.policy_manager import desired_objects, diff_objects
 
         manager = self._manager()
         if listed is not None:

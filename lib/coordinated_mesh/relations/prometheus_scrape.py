@@ -26,7 +26,7 @@ from typing import Any
 
 import ops
 
-from ._common import TopologyMetadata, dumps, write_provider_data
+from coordinated_mesh.relations._common import TopologyMetadata, dumps, write_provider_data
 
 __all__ = [
     "ALLOWED_JOB_KEYS",

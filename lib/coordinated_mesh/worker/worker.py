@@ -63,26 +63,25 @@ from typing import TYPE_CHECKING, Protocol
 import ops
 import pydantic
 
-from .cluster import (
+from coordinated_mesh.charm.metadata import require_declared
+from coordinated_mesh.k8s.client import AppClient, ClientFactory, ForbiddenError, KubernetesError
+from coordinated_mesh.k8s.labels import AppLabels
+from coordinated_mesh.parse import is_dns_name, show, unit_fqdn
+from coordinated_mesh.relations.cluster import (
     DEFAULT_ROLE,
-    HOSTNAME_RE,
     CoordinatorAppData,
     JujuTopology,
     MetricsEndpoint,
+    ProxiedTelemetry,
     WorkerAppData,
     WorkerUnitData,
-    unit_fqdn,
+    parse_proxied_telemetry,
 )
-from .databag import DatabagError
-from .kubernetes import AppClient, AppLabels, ClientFactory, ForbiddenError, KubernetesError
-from .metadata import require_declared
-from .pebble_logging import LAYER_LABEL, log_forwarding_layer, log_target_labels
-from .telemetry_proxy import (
-    GRPC_TRACING_PROTOCOLS,
-    HTTP_TRACING_PROTOCOLS,
-    parse_grpc_address,
-    parse_http_url,
-    show,
+from coordinated_mesh.relations.databag import DatabagError
+from coordinated_mesh.worker.log_forwarding import (
+    LAYER_LABEL,
+    log_forwarding_layer,
+    log_target_labels,
 )
 
 if TYPE_CHECKING:
@@ -93,99 +92,18 @@ __all__ = [
     "Worker",
     "WorkerContext",
     "WorkerObservations",
-    "WorkerTelemetry",
     "make_labels_backend",
-    "parse_telemetry",
-    "unit_fqdn",
     "worker_statuses",
 ]
 
 logger = logging.getLogger(__name__)
 
-MAX_TARGETS = 64
-"""The most Loki URLs, remote-write URLs or tracing receivers taken from the coordinator."""
 _MAX_DETAIL = 120
 
 
 def _short(text: str, limit: int = _MAX_DETAIL) -> str:
     one_line = " ".join(text.split())
     return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
-
-
-# --- What the coordinator hands out --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorkerTelemetry:
-    """The proxied telemetry URLs a worker uses, validated (invalid items dropped)."""
-
-    loki_endpoints: Mapping[str, str] = field(default_factory=dict[str, str])
-    """Loki push URLs, keyed by the Loki unit they reach (``{"loki/0": "http://..."}``)."""
-    remote_write_urls: tuple[str, ...] = ()
-    """Prometheus remote-write URLs, sorted."""
-    charm_tracing_receivers: Mapping[str, str] = field(default_factory=dict[str, str])
-    """Receivers for the charm's own traces, by protocol (``otlp_http``: a URL)."""
-    workload_tracing_receivers: Mapping[str, str] = field(default_factory=dict[str, str])
-    """Receivers for the workload's traces, by protocol (``otlp_http``: a URL without path
-    from a tracing backend, or a proxied URL with a path; ``otlp_grpc``: ``host:port``)."""
-
-
-def _parse_receivers(
-    receivers: Mapping[str, str] | None, *, key: str, problems: list[str]
-) -> dict[str, str]:
-    parsed: dict[str, str] = {}
-    for protocol in sorted(receivers or {})[:MAX_TARGETS]:
-        raw = (receivers or {})[protocol]
-        try:
-            if protocol in HTTP_TRACING_PROTOCOLS:
-                parsed[protocol] = str(parse_http_url(raw))
-            elif protocol in GRPC_TRACING_PROTOCOLS:
-                parsed[protocol] = str(parse_grpc_address(raw))
-            else:
-                logger.debug("ignoring tracing protocol %s in %s", show(protocol), key)
-        except ValueError as e:
-            problems.append(f"{key}[{show(protocol)}]: {e}")
-    return parsed
-
-
-def parse_telemetry(data: CoordinatorAppData) -> tuple[WorkerTelemetry, list[str]]:
-    """Validate the proxied telemetry URLs of the coordinator's data (pure).
-
-    Returns:
-        The valid URLs (an absent key counts as "none") and one problem per dropped item, naming
-        the databag key and the item. Unknown tracing protocols are ignored without a problem:
-        a newer coordinator may offer protocols this worker does not know.
-    """
-    problems: list[str] = []
-    loki: dict[str, str] = {}
-    endpoints = data.loki_endpoints or {}
-    if len(endpoints) > MAX_TARGETS:
-        problems.append(f"loki_endpoints: {len(endpoints)} URLs, only {MAX_TARGETS} used")
-    for key in sorted(endpoints)[:MAX_TARGETS]:
-        try:
-            loki[key] = str(parse_http_url(endpoints[key]))
-        except ValueError as e:
-            problems.append(f"loki_endpoints[{show(key)}]: {e}")
-    remote_write: set[str] = set()
-    entries = data.remote_write_endpoints or []
-    if len(entries) > MAX_TARGETS:
-        problems.append(f"remote_write_endpoints: {len(entries)} URLs, only {MAX_TARGETS} used")
-    for entry in entries[:MAX_TARGETS]:
-        try:
-            remote_write.add(str(parse_http_url(entry.url)))
-        except ValueError as e:
-            problems.append(f"remote_write_endpoints: {e}")
-    telemetry = WorkerTelemetry(
-        loki_endpoints=loki,
-        remote_write_urls=tuple(sorted(remote_write)),
-        charm_tracing_receivers=_parse_receivers(
-            data.charm_tracing_receivers, key="charm_tracing_receivers", problems=problems
-        ),
-        workload_tracing_receivers=_parse_receivers(
-            data.workload_tracing_receivers, key="workload_tracing_receivers", problems=problems
-        ),
-    )
-    return telemetry, problems
 
 
 @dataclass(frozen=True)
@@ -197,7 +115,7 @@ class _Received:
     labels: Mapping[str, str] | None
     """The labels to manage; ``None``: the coordinator has not said, keep the last ones."""
     worker_config: str | None = None
-    telemetry: WorkerTelemetry = field(default_factory=WorkerTelemetry)
+    telemetry: ProxiedTelemetry = field(default_factory=ProxiedTelemetry)
 
 
 @dataclass(frozen=True)
@@ -218,7 +136,7 @@ class WorkerContext:
     container: ops.Container
     coordinator: str | None
     worker_config: str | None
-    telemetry: WorkerTelemetry
+    telemetry: ProxiedTelemetry
     role: str
     topology: JujuTopology
     address: str
@@ -234,11 +152,11 @@ ConfigureWorkload = Callable[[WorkerContext], Iterable[str] | None]
 class LabelsBackend(Protocol):
     """The worker's labels in Kubernetes. Methods raise only ``KubernetesError`` (and subclasses)."""
 
-    def reconcile(self, labels: Mapping[str, str]) -> bool:
+    def reconcile_labels(self, labels: Mapping[str, str]) -> bool:
         """Make ``labels`` the labels managed on our StatefulSet and Service; True if it wrote."""
         ...
 
-    def managed(self) -> dict[str, str]:
+    def managed_labels(self) -> dict[str, str]:
         """The labels applied last (``{}`` when none)."""
         ...
 
@@ -386,7 +304,7 @@ class Worker(ops.Object):
         self._endpoint = endpoint
         self._role = role
         self._configure = configure_workload
-        if not HOSTNAME_RE.fullmatch(cluster_domain):
+        if not is_dns_name(cluster_domain):
             raise ValueError(f"invalid cluster domain: {cluster_domain!r}")
         self._cluster_domain = cluster_domain
         self._client_factory = kubernetes_client_factory
@@ -522,10 +440,10 @@ class Worker(ops.Object):
             logger.error("invalid data from %s on relation %d: %s", coordinator, relation.id, e)
             obs.data_problem = f"invalid data: {e}"
             return None
-        telemetry, problems = parse_telemetry(data)
+        telemetry, problems = parse_proxied_telemetry(data)
         for problem in problems:
             logger.error("ignoring invalid data from %s: %s", coordinator, problem)
-        obs.item_problems.extend(problems)
+        obs.item_problems.extend(str(problem) for problem in problems)
         return _Received(
             coordinator=coordinator,
             labels=data.worker_labels,
@@ -551,18 +469,18 @@ class Worker(ops.Object):
         try:
             backend = self._labels_backend()
             if wanted:
-                if backend.reconcile(dict(sorted(wanted.items()))):
+                if backend.reconcile_labels(dict(sorted(wanted.items()))):
                     logger.info("pod labels now %s", dict(sorted(wanted.items())))
                 return
-            remembered = backend.managed()
+            remembered = backend.managed_labels()
             if not remembered:
                 return  # nothing of ours on the objects: no further request
             if wanted is None:
                 # The coordinator's data is not usable: keep (and heal) what was applied last.
-                backend.reconcile(remembered)
+                backend.reconcile_labels(remembered)
             else:
                 logger.info("removing the pod labels %s", remembered)
-                backend.reconcile({})
+                backend.reconcile_labels({})
         except ForbiddenError as e:
             logger.error("Kubernetes: %s", e)
             obs.forbidden = True
@@ -582,7 +500,7 @@ class Worker(ops.Object):
         if received is None:
             return  # keep the workload as it is until the coordinator's data is usable
         try:
-            self._apply_log_forwarding(container, received.telemetry.loki_endpoints)
+            self._apply_log_forwarding(container, received.telemetry.loki_urls)
             if self._configure is not None:
                 context = WorkerContext(
                     container=container,

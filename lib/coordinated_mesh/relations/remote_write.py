@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 
 import ops
 
-from ..telemetry_proxy import Problem
-from ._common import parse_unit_url, read_unit_urls
+from coordinated_mesh.parse import Problem
+from coordinated_mesh.relations._common import parse_unit_url, read_unit_urls
 
 __all__ = [
     "DEFAULT_RELATION_NAME",

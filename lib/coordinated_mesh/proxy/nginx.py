@@ -40,7 +40,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .telemetry_proxy import GrpcRoute, HttpRoute, QueryRoute, TelemetryProxyPlan
+from coordinated_mesh.proxy.plan import GrpcRoute, HttpRoute, QueryRoute, TelemetryProxyPlan
 
 __all__ = ["DEFAULT_CONFIG_PATH", "NginxSettings", "nginx_command", "render_nginx_config"]
 

@@ -20,29 +20,45 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lightkube import ApiError, Client
-from lightkube.generic_resource import create_namespaced_resource
-
-from .authorization import GROUP, KIND, PLURAL, VERSION, policy_name, render_authorization_policy
-from .kubernetes import MANAGED_BY, CRDMissingError, api_errors, safe_label_value
-from .policies import MeshPolicy
+from coordinated_mesh.k8s.client import MANAGED_BY, CRDMissingError, api_errors
+from coordinated_mesh.mesh.authorization import (
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    policy_name,
+    render_authorization_policy,
+)
+from coordinated_mesh.mesh.policies import MeshPolicy
+from coordinated_mesh.parse import safe_label_value
 
 __all__ = [
-    "AuthorizationPolicy",
     "ObjectDiff",
     "Owner",
     "PolicyResourceManager",
     "ReconcileResult",
+    "authorization_policy_resource",
     "desired_objects",
     "diff_objects",
 ]
 
-AuthorizationPolicy = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
-"""The lightkube resource class for Istio's ``AuthorizationPolicy`` (generic: plain dicts)."""
+if TYPE_CHECKING:  # lightkube is imported when a manager is used, not with this module
+    from lightkube import Client
+    from lightkube.generic_resource import GenericNamespacedResource
+
+
+@functools.cache
+def authorization_policy_resource() -> type[GenericNamespacedResource]:
+    """The lightkube resource class for Istio's ``AuthorizationPolicy`` (generic: plain dicts)."""
+    from lightkube.generic_resource import create_namespaced_resource
+
+    return create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
+
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -216,13 +232,12 @@ class PolicyResourceManager:
         targets = sorted(set(namespaces)) if namespaces is not None else ["*"]
         selector: dict[str, Any] = dict(self._owner.labels)
         found: list[Object] = []
+        resource = authorization_policy_resource()
         with self._errors():
             for namespace in targets:
                 found.extend(
                     dict(obj)
-                    for obj in self._client.list(
-                        AuthorizationPolicy, namespace=namespace, labels=selector
-                    )
+                    for obj in self._client.list(resource, namespace=namespace, labels=selector)
                 )
         return sorted(found, key=_key)
 
@@ -265,17 +280,20 @@ class PolicyResourceManager:
 
     def _create(self, obj: Object) -> str:
         namespace, name = _key(obj)
+        from lightkube import ApiError
+
         manager = self._owner.field_manager
+        resource = authorization_policy_resource()
         with self._errors():
             try:
-                self._client.create(AuthorizationPolicy.from_dict(obj), field_manager=manager)
+                self._client.create(resource.from_dict(obj), field_manager=manager)
             except ApiError as error:
                 if error.status.code != 409:
                     raise
                 # It exists without our labels (stripped out of band): take it back.
-                actual = dict(self._client.get(AuthorizationPolicy, name, namespace=namespace))
+                actual = dict(self._client.get(resource, name, namespace=namespace))
                 self._client.replace(
-                    AuthorizationPolicy.from_dict(replacement(obj, actual)), field_manager=manager
+                    resource.from_dict(replacement(obj, actual)), field_manager=manager
                 )
         self._log.info("created AuthorizationPolicy %s/%s", namespace, name)
         return name
@@ -284,7 +302,7 @@ class PolicyResourceManager:
         namespace, name = _key(desired)
         with self._errors():
             self._client.replace(
-                AuthorizationPolicy.from_dict(replacement(desired, actual)),
+                authorization_policy_resource().from_dict(replacement(desired, actual)),
                 field_manager=self._owner.field_manager,
             )
         self._log.info("updated AuthorizationPolicy %s/%s", namespace, name)
@@ -292,9 +310,11 @@ class PolicyResourceManager:
 
     def _delete(self, obj: Object) -> str:
         namespace, name = _key(obj)
+        from lightkube import ApiError
+
         with self._errors():
             try:
-                self._client.delete(AuthorizationPolicy, name, namespace=namespace)
+                self._client.delete(authorization_policy_resource(), name, namespace=namespace)
             except ApiError as error:
                 if error.status.code != 404:
                     raise

@@ -28,8 +28,8 @@ from __future__ import annotations
 import ops
 import pydantic
 
-from ..telemetry_proxy import parse_http_url
-from ._common import dumps, write_provider_data
+from coordinated_mesh.parse import parse_http_url
+from coordinated_mesh.relations._common import dumps, write_provider_data
 
 __all__ = [
     "APP_KEY",

@@ -17,15 +17,17 @@ application changes none of them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from .kubernetes import safe_label_value
-from .policies import MeshPolicy, PolicyTargetType
+from coordinated_mesh.mesh.policies import MeshPolicy, PolicyTargetType
+from coordinated_mesh.parse import safe_label_value
 
 __all__ = [
     "PART_OF_LABEL",
     "build_cluster_policies",
     "cluster_member_labels",
+    "held_labels",
+    "pod_labels",
 ]
 
 PART_OF_LABEL = "app.kubernetes.io/part-of"
@@ -36,9 +38,37 @@ def cluster_member_labels(coordinator_app: str) -> dict[str, str]:
     """The labels that make a pod a member of the cluster led by ``coordinator_app``.
 
     The value is the application name, shortened deterministically if it is not a valid label
-    value (:func:`~coordinated_mesh.kubernetes.safe_label_value`).
+    value (:func:`~coordinated_mesh.parse.safe_label_value`).
     """
     return {PART_OF_LABEL: safe_label_value(coordinator_app)}
+
+
+def pod_labels(app_name: str, mesh_labels: Mapping[str, str] | None) -> dict[str, str]:
+    """The labels every cluster pod carries: membership, plus the beacon's labels when meshed.
+
+    ``mesh_labels`` is ``None`` (or empty) when the cluster is not on the mesh. The membership
+    label wins over a beacon label of the same key.
+    """
+    labels = dict(sorted((mesh_labels or {}).items()))
+    labels.update(cluster_member_labels(app_name))
+    return dict(sorted(labels.items()))
+
+
+def held_labels(applied: Mapping[str, str] | None, app_name: str) -> dict[str, str]:
+    """The labels to apply while the mesh is wanted but its policies could not be applied.
+
+    No pod may join the mesh before its policies exist, and none should leave it (a rolling
+    restart) because of a failure that may be transient: so the labels applied (or published)
+    before are kept as they are, mesh labels included, and only the cluster membership label is
+    made sure of (Juju may have reset the StatefulSet; a first hook has applied nothing).
+
+    Args:
+        applied: what was applied (or published to the workers) before; ``None`` if nothing.
+        app_name: the coordinator's application name.
+    """
+    labels = dict(applied or {})
+    labels.update(cluster_member_labels(app_name))
+    return dict(sorted(labels.items()))
 
 
 def build_cluster_policies(

@@ -29,23 +29,22 @@ import dataclasses
 import json
 import logging
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lightkube import ApiError, Client
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.apps_v1 import StatefulSet
-from lightkube.resources.core_v1 import ConfigMap, Service
-from lightkube.types import PatchType
+from coordinated_mesh.k8s.client import MANAGED_BY, AppClient, api_errors
+from coordinated_mesh.parse import validate_labels
 
-from .cluster import validate_labels
-from .kubernetes import MANAGED_BY, api_errors
+if TYPE_CHECKING:  # lightkube's models are imported when a call needs them, not with the module
+    from lightkube import Client
+    from lightkube.resources.core_v1 import ConfigMap
 
 __all__ = [
+    "AppLabels",
     "LabelPlan",
     "label_patch",
+    "managed_charm_labels",
     "memory_name",
     "plan_labels",
-    "read_managed_labels",
     "reconcile_charm_labels",
 ]
 
@@ -163,6 +162,9 @@ def _parse_memory(config_map: ConfigMap, *, app_name: str) -> dict[str, str]:
 
 
 def _get_memory(client: Client, *, app_name: str, namespace: str) -> ConfigMap | None:
+    from lightkube import ApiError
+    from lightkube.resources.core_v1 import ConfigMap
+
     try:
         return client.get(ConfigMap, memory_name(app_name), namespace=namespace)
     except ApiError as error:
@@ -171,7 +173,7 @@ def _get_memory(client: Client, *, app_name: str, namespace: str) -> ConfigMap |
         raise
 
 
-def read_managed_labels(client: Client, *, app_name: str, namespace: str) -> dict[str, str]:
+def managed_charm_labels(client: Client, *, app_name: str, namespace: str) -> dict[str, str]:
     """The labels last applied by :func:`reconcile_charm_labels` (``{}`` if none yet).
 
     Raises:
@@ -191,6 +193,10 @@ def _write_memory(
     exists: bool,
     field_manager: str,
 ) -> None:
+    from lightkube.models.meta_v1 import ObjectMeta
+    from lightkube.resources.core_v1 import ConfigMap
+    from lightkube.types import PatchType
+
     data = {MEMORY_KEY: json.dumps(dict(sorted(labels.items())), sort_keys=True)}
     if exists:
         client.patch(
@@ -236,6 +242,10 @@ def reconcile_charm_labels(
         ForbiddenError: the application is not trusted (``juju trust <app> --scope=cluster``).
         KubernetesError: any other API failure (for example a missing StatefulSet).
     """
+    from lightkube.resources.apps_v1 import StatefulSet
+    from lightkube.resources.core_v1 import Service
+    from lightkube.types import PatchType
+
     wanted = validate_labels(dict(labels))
     field_manager = f"{app_name}-{namespace}"
     with api_errors(app_name=app_name):
@@ -294,3 +304,28 @@ def reconcile_charm_labels(
                 field_manager=field_manager,
             )
     return plan.writes
+
+
+class AppLabels:
+    """The labels an application's leader manages on its own StatefulSet and Service.
+
+    Bound to one :class:`~coordinated_mesh.k8s.client.AppClient`; see
+    :func:`reconcile_charm_labels` for what reconciling does and writes. Only the leader may use it.
+    """
+
+    def __init__(self, client: AppClient):
+        self._client = client
+
+    def reconcile_labels(self, labels: Mapping[str, str]) -> bool:
+        """Make ``labels`` the managed labels; True if anything was written."""
+        client = self._client
+        return reconcile_charm_labels(
+            client.get(), app_name=client.app_name, namespace=client.namespace, labels=labels
+        )
+
+    def managed_labels(self) -> dict[str, str]:
+        """The labels applied last (``{}`` when none)."""
+        client = self._client
+        return managed_charm_labels(
+            client.get(), app_name=client.app_name, namespace=client.namespace
+        )

@@ -42,10 +42,8 @@ from collections.abc import Sequence
 import ops
 import pydantic
 
-from .cluster import APP_NAME_RE, validate_labels
-from .databag import DatabagError, DatabagModel
-from .metadata import require_declared
-from .policies import (
+from coordinated_mesh.charm.metadata import require_declared
+from coordinated_mesh.mesh.policies import (
     AppPolicy,
     MeshPolicy,
     RelationPeer,
@@ -53,6 +51,8 @@ from .policies import (
     build_mesh_policies,
     policies_to_json,
 )
+from coordinated_mesh.parse import APP_NAME_PATTERN, MODEL_NAME_PATTERN, validate_labels
+from coordinated_mesh.relations.databag import DatabagError, DatabagModel
 
 __all__ = [
     "CrossModelMeshAppData",
@@ -65,9 +65,6 @@ logger = logging.getLogger(__name__)
 
 POLICIES_KEY = "policies"
 """The key of our application databag on the mesh relation holding the resolved policies."""
-
-_JUJU_MODEL_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
-"""A Juju model name, which is also the Kubernetes namespace of the model (a DNS label)."""
 
 
 SELECTOR_LABEL = "app.kubernetes.io/name"
@@ -101,8 +98,8 @@ class CrossModelMeshInfo(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(frozen=True, extra="ignore")
 
-    app_name: str = pydantic.Field(pattern=APP_NAME_RE.pattern, max_length=63)
-    juju_model_name: str = pydantic.Field(pattern=_JUJU_MODEL_NAME)
+    app_name: str = pydantic.Field(pattern=APP_NAME_PATTERN, max_length=63)
+    juju_model_name: str = pydantic.Field(pattern=MODEL_NAME_PATTERN)
 
 
 class CrossModelMeshAppData(DatabagModel):

@@ -28,7 +28,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .policies import Endpoint, MeshPolicy, PolicyTargetType
+from coordinated_mesh.mesh.policies import Endpoint, MeshPolicy, PolicyTargetType
 
 __all__ = [
     "API_VERSION",

@@ -95,56 +95,58 @@ from typing import Any
 
 import ops
 
-from .cluster import HOSTNAME_RE, CoordinatorAppData, WorkerUnitData, unit_fqdn
-from .cluster_policies import build_cluster_policies, cluster_member_labels
-from .coordinator_kubernetes import KubernetesBackend, LightkubeBackend, make_kubernetes_backend
-from .coordinator_plan import (
-    EXPORTER_PORT,
-    NGINX_CONFIG_PATH,
-    ClusterPod,
-    default_mesh_policies,
-    exporter_layer,
-    held_labels,
-    mesh_drain,
-    namespace_decides,
-    nginx_layer,
-    pod_labels,
+from coordinated_mesh.charm.metadata import require_declared
+from coordinated_mesh.coordinator.decide import default_mesh_policies
+from coordinated_mesh.coordinator.kubernetes import (
+    KubernetesBackend,
+    LightkubeBackend,
+    make_kubernetes_backend,
 )
-from .databag import DatabagError
-from .interfaces.grafana_source import publish_grafana_source
-from .interfaces.loki_push_api import publish_loki_metadata, read_loki_push_urls
-from .interfaces.prometheus_scrape import publish_scrape_jobs
-from .interfaces.remote_write import read_remote_write_urls
-from .interfaces.tracing import read_tracing_receivers, request_tracing_protocols
-from .kubernetes import (
+from coordinated_mesh.coordinator.status import (
+    DrainStatus,
+    KubernetesProblem,
+    KubernetesProblemKind,
+    Observations,
+    unit_statuses,
+)
+from coordinated_mesh.k8s.client import (
     ClientFactory,
     CRDMissingError,
     ForbiddenError,
     KubernetesError,
 )
-from .metadata import require_declared
-from .nginx_config import render_nginx_config
-from .policies import AppPolicy, MeshPolicy, UnitPolicy
-from .service_mesh import ServiceMeshConsumer
-from .status import (
-    DrainStatus,
-    KubernetesProblem,
-    KubernetesProblemKind,
-    Observations,
-    RelationProblem,
-    unit_statuses,
+from coordinated_mesh.mesh.cluster_policies import (
+    build_cluster_policies,
+    cluster_member_labels,
+    held_labels,
+    pod_labels,
 )
-from .telemetry_proxy import (
+from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
+from coordinated_mesh.mesh.drain import ClusterPod, mesh_drain, namespace_decides
+from coordinated_mesh.mesh.policies import AppPolicy, MeshPolicy, UnitPolicy
+from coordinated_mesh.parse import Problem, is_dns_name, nameservers_from_resolv_conf, unit_fqdn
+from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.nginx import render_nginx_config
+from coordinated_mesh.proxy.pebble import (
+    EXPORTER_PORT,
+    NGINX_CONFIG_PATH,
+    exporter_layer,
+    nginx_layer,
+)
+from coordinated_mesh.proxy.plan import (
     CoordinatorIdentity,
-    Problem,
-    TelemetryEndpointNames,
     TelemetryProxyInputs,
     TelemetryProxyPlan,
-    WorkerQueryApi,
     build_telemetry_proxy,
-    nameservers_from_resolv_conf,
 )
-from .worker_telemetry import WorkerTelemetryProxyConfig
+from coordinated_mesh.relations.cluster import CoordinatorAppData, WorkerUnitData
+from coordinated_mesh.relations.databag import DatabagError
+from coordinated_mesh.relations.endpoints import CoordinatorEndpoints
+from coordinated_mesh.relations.grafana_source import publish_grafana_source
+from coordinated_mesh.relations.loki_push_api import publish_loki_metadata, read_loki_push_urls
+from coordinated_mesh.relations.prometheus_scrape import publish_scrape_jobs
+from coordinated_mesh.relations.remote_write import read_remote_write_urls
+from coordinated_mesh.relations.tracing import read_tracing_receivers, request_tracing_protocols
 
 __all__ = [
     "Coordinator",
@@ -158,9 +160,6 @@ logger = logging.getLogger(__name__)
 
 RESOLV_CONF = "/etc/resolv.conf"
 """The charm container's resolver configuration; the pod's containers share it."""
-
-PROXY_PROBLEM_SOURCE = "nginx"
-"""The ``relation`` of telemetry proxy problems about the proxy's own inputs (not a relation)."""
 
 
 # --- What one reconcile reads ------------------------------------------------------------------
@@ -285,12 +284,17 @@ class Coordinator(ops.Object):
         self._grafana_source_endpoint = (
             grafana_source_endpoint if worker_query_api is not None else None
         )
-        self._endpoints = TelemetryEndpointNames(
+        self._endpoints = CoordinatorEndpoints(
             cluster=cluster_endpoint,
+            metrics=metrics_endpoint,
             logging=logging_endpoint,
             remote_write=remote_write_endpoint,
             charm_tracing=charm_tracing_endpoint,
             workload_tracing=workload_tracing_endpoint,
+            grafana_source=grafana_source_endpoint,
+            mesh=mesh_endpoint,
+            cross_model_mesh_requires=cross_model_mesh_requires_endpoint,
+            cross_model_mesh_provides=cross_model_mesh_provides_endpoint,
         )
         self._metrics_endpoint = metrics_endpoint
         self._mesh_endpoint = mesh_endpoint
@@ -300,7 +304,7 @@ class Coordinator(ops.Object):
         self._client_factory = kubernetes_client_factory
         self._backend_factory = kubernetes_backend_factory
         self._resolv_conf = resolv_conf
-        if not HOSTNAME_RE.fullmatch(cluster_domain):
+        if not is_dns_name(cluster_domain):
             raise ValueError(f"invalid cluster domain: {cluster_domain!r}")
         self._cluster_domain = cluster_domain
         self._backend: KubernetesBackend | None = None
@@ -396,10 +400,10 @@ class Coordinator(ops.Object):
         )
         if obs.mesh_active and obs.is_leader:
             obs.internal_policies = len(cluster_policies)
-        app_data = CoordinatorAppData(
+        app_data = CoordinatorAppData.compose(
             worker_labels=labels,
             worker_config=self._worker_config() if self._worker_config else None,
-            **proxy.worker_urls.as_app_data_fields(),
+            telemetry=proxy.proxied_telemetry,
         )
         return _Desired(
             proxy=proxy,
@@ -419,7 +423,7 @@ class Coordinator(ops.Object):
                     data = dict(relation.data[unit])
                 except ops.ModelError as e:
                     obs.relations.append(
-                        RelationProblem(self._endpoints.cluster, unit.name, f"unreadable: {e}")
+                        Problem(self._endpoints.cluster, unit.name, f"unreadable: {e}")
                     )
                     continue
                 if not data:
@@ -427,14 +431,12 @@ class Coordinator(ops.Object):
                 try:
                     worker = WorkerUnitData.load(data)
                 except DatabagError as e:
-                    obs.relations.append(
-                        RelationProblem(self._endpoints.cluster, unit.name, str(e))
-                    )
+                    obs.relations.append(Problem(self._endpoints.cluster, unit.name, str(e)))
                     continue
                 topology = worker.juju_topology
                 if topology.unit != unit.name or topology.application != relation.app.name:
                     obs.relations.append(
-                        RelationProblem(
+                        Problem(
                             self._endpoints.cluster,
                             unit.name,
                             f"juju_topology names {topology.unit} of {topology.application}",
@@ -475,12 +477,12 @@ class Coordinator(ops.Object):
             ),
             config=self._proxy_config,
             workers=cluster.units,
-            loki_push_urls=loki,
-            remote_write_urls=remote_write,
-            charm_tracing_receivers=charm_tracing,
-            workload_tracing_receivers=workload_tracing,
+            backend_loki_urls=loki,
+            backend_remote_write_urls=remote_write,
+            backend_charm_tracing_receivers=charm_tracing,
+            backend_workload_tracing_receivers=workload_tracing,
             resolvers=self._read_resolvers(),
-            endpoint_names=names,
+            endpoints=names,
             worker_query_api=self._query_api,
         )
 
@@ -488,12 +490,10 @@ class Coordinator(ops.Object):
     def _record_problems(obs: Observations, problems: Sequence[Problem]) -> None:
         """File telemetry problems: the proxy's own inputs apart, relation data by relation."""
         for problem in problems:
-            if problem.relation == PROXY_PROBLEM_SOURCE:
+            if not problem.endpoint:
                 obs.proxy.append(f"{problem.item}: {problem.reason}")
-                continue
-            item = RelationProblem(problem.relation, problem.item, problem.reason)
-            if item not in obs.relations:
-                obs.relations.append(item)
+            elif problem not in obs.relations:
+                obs.relations.append(problem)
 
     def _tracing_protocols(self, endpoint: str) -> list[str]:
         """What to request from a tracing provider: what the proxy can forward."""
@@ -519,7 +519,7 @@ class Coordinator(ops.Object):
         obs.mesh_type = self.mesh.mesh_type() if obs.mesh_ready else None
         obs.mesh_problem = self.mesh.problem if obs.mesh_related else None
         for problem in self.mesh.cross_model_problems:
-            obs.relations.append(RelationProblem(self._cmr_provides_endpoint, "cmr_data", problem))
+            obs.relations.append(Problem(self._cmr_provides_endpoint, "cmr_data", problem))
 
     def _mesh_labels(self) -> dict[str, str]:
         return self.mesh.labels()

@@ -18,8 +18,8 @@ from typing import Any
 
 import ops
 
-from ..telemetry_proxy import Problem
-from ._common import (
+from coordinated_mesh.parse import Problem
+from coordinated_mesh.relations._common import (
     TopologyMetadata,
     dumps,
     parse_unit_url,

@@ -10,8 +10,8 @@ from typing import Any
 import ops
 import pydantic
 
-from ..databag import load_json_value
-from ..telemetry_proxy import Problem, parse_http_url
+from coordinated_mesh.parse import Problem, parse_http_url
+from coordinated_mesh.relations.databag import load_json_value
 
 logger = logging.getLogger(__name__)
 

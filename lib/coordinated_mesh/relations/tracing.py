@@ -29,18 +29,30 @@ import ops
 import pydantic
 from charmlibs.interfaces.tracing import receiver_protocol_to_transport_protocol
 
-from ..databag import load_json_value
-from ..telemetry_proxy import Problem, parse_grpc_address, parse_http_url
-from ._common import describe_validation_error, dumps, write_changed
+from coordinated_mesh.parse import Problem, parse_grpc_address, parse_http_url
+from coordinated_mesh.relations._common import describe_validation_error, dumps, write_changed
+from coordinated_mesh.relations.databag import load_json_value
 
 __all__ = [
     "DEFAULT_PROTOCOLS",
+    "GRPC_TRACING_PROTOCOLS",
+    "HTTP_TRACING_PROTOCOLS",
     "TRANSPORT_BY_PROTOCOL",
     "ProviderReceiver",
     "parse_provider_receivers",
     "read_tracing_receivers",
     "request_tracing_protocols",
 ]
+
+HTTP_TRACING_PROTOCOLS = ("jaeger_thrift_http", "otlp_http", "zipkin")
+"""Tracing protocols carried over HTTP: the coordinator proxies them under
+``/proxy/<kind>-tracing/<protocol>/`` and hands out URLs."""
+GRPC_TRACING_PROTOCOLS: Mapping[str, str] = {
+    "jaeger_grpc": "/jaeger.api_v2.CollectorService/",
+    "otlp_grpc": "/opentelemetry.proto.collector.trace.v1.TraceService/",
+}
+"""gRPC tracing protocols, handed out as ``host:port``, and the gRPC service path prefix the
+proxy's gRPC listener routes each by."""
 
 DEFAULT_PROTOCOLS = ("otlp_grpc", "otlp_http")
 """What the coordinator requests on both tracing endpoints."""

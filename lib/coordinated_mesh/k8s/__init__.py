@@ -1,0 +1,1 @@
+"""Kubernetes adapters: the lazy client and its errors, pod labels, AuthorizationPolicy objects."""

@@ -1,0 +1,1 @@
+"""Mesh policies: declared, resolved, rendered for Istio, cluster-internal, and the beacon's relation."""

@@ -1,0 +1,1 @@
+"""The telemetry proxy: its configuration, the pure planner, nginx rendering, Pebble layers."""

@@ -1,0 +1,486 @@
+"""The telemetry proxy's plan: routes, proxied URLs and scrape jobs, decided by a pure function.
+
+:func:`build_telemetry_proxy` takes what the coordinator knows (its identity, the proxy ports, the
+worker units, the backends' URLs read from the telemetry relations) and returns a
+:class:`TelemetryProxyPlan`: the HTTP and gRPC routes nginx serves (rendered by
+:mod:`coordinated_mesh.proxy.nginx`), the proxied URLs handed to the workers, the optional query
+route over the workers, the scrape jobs, and the problems found. Every remote value is parsed by
+:mod:`coordinated_mesh.parse`; equal inputs in any order give equal plans. The routes and why
+telemetry goes through the proxy: ``docs/explanation/telemetry-proxy.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from coordinated_mesh.parse import (
+    GrpcAddress,
+    HttpUrl,
+    Problem,
+    is_app_name,
+    is_dns_name,
+    is_model_name,
+    is_model_uuid,
+    parse_grpc_address,
+    parse_host,
+    parse_http_url,
+    parse_path,
+    parse_port,
+    parse_resolver,
+    parse_unit_name,
+    unit_path_name,
+)
+from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
+from coordinated_mesh.relations.cluster import ProxiedTelemetry, WorkerUnitData
+from coordinated_mesh.relations.endpoints import CoordinatorEndpoints
+from coordinated_mesh.relations.tracing import GRPC_TRACING_PROTOCOLS, HTTP_TRACING_PROTOCOLS
+
+__all__ = [
+    "MAX_ITEMS",
+    "NGINX_EXPORTER_JOB_NAME",
+    "NGINX_EXPORTER_PORT",
+    "CoordinatorIdentity",
+    "GrpcRoute",
+    "HttpRoute",
+    "QueryRoute",
+    "TelemetryProxyInputs",
+    "TelemetryProxyPlan",
+    "build_telemetry_proxy",
+    "split_percentages",
+]
+
+NGINX_EXPORTER_PORT = 9113
+"""Where ``nginx-prometheus-exporter`` serves metrics (``--web.listen-address=:9113``)."""
+NGINX_EXPORTER_JOB_NAME = "nginx-exporter"
+"""The scrape job of the coordinator's own exporter (worker jobs end in ``-<number>``)."""
+DEFAULT_STATUS_PORT = 8081
+"""The loopback port of nginx's ``stub_status`` page, read by the exporter."""
+MAX_ITEMS = 1024
+"""The most items of one kind (workers, Loki units, ...) taken from one source; more are dropped."""
+
+# --- Inputs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CoordinatorIdentity:
+    """Who the coordinator is: what the proxied URLs and the workers' topology labels need.
+
+    Raises:
+        ValueError: a name is not a valid Juju application/model name or the UUID is malformed.
+    """
+
+    app_name: str
+    model_name: str
+    model_uuid: str
+    cluster_domain: str = "cluster.local"
+
+    def __post_init__(self) -> None:
+        if not is_app_name(self.app_name):
+            raise ValueError(f"{self.app_name!r} is not a Juju application name")
+        if not is_model_name(self.model_name):
+            raise ValueError(f"{self.model_name!r} is not a Juju model name")
+        if not is_model_uuid(self.model_uuid):
+            raise ValueError(f"{self.model_uuid!r} is not a Juju model UUID")
+        if not is_dns_name(self.cluster_domain):
+            raise ValueError(f"{self.cluster_domain!r} is not a DNS domain")
+
+    @property
+    def service_fqdn(self) -> str:
+        """The coordinator's Kubernetes Service: ``<app>.<model>.svc.<cluster domain>``."""
+        return f"{self.app_name}.{self.model_name}.svc.{self.cluster_domain}"
+
+
+@dataclass(frozen=True)
+class TelemetryProxyInputs:
+    """Everything the telemetry proxy is computed from.
+
+    The mappings hold raw, untrusted strings as read from the relations (the readers in
+    :mod:`coordinated_mesh.interfaces` already validate them; they are validated again here).
+
+    Attributes:
+        identity: the coordinator's application, model and cluster domain.
+        config: the proxy ports.
+        workers: every worker unit's cluster data (units without a metrics endpoint get no
+            metrics route).
+        backend_loki_urls: Loki unit name -> its push URL (``logging``).
+        backend_remote_write_urls: remote-write provider unit name -> its URL (``send-remote-write``).
+        backend_charm_tracing_receivers: protocol -> receiver URL (``charm-tracing``).
+        backend_workload_tracing_receivers: protocol -> receiver URL (``workload-tracing``); gRPC
+            protocols are ``host:port``.
+        resolvers: DNS resolver addresses for nginx (from the nginx container's
+            ``/etc/resolv.conf``, see :func:`nameservers_from_resolv_conf`).
+        status_port: the loopback port of nginx's ``stub_status`` page.
+        endpoints: the relation endpoint names, used in problems.
+        worker_query_api: the query API to offer through the proxy, or ``None`` for none.
+    """
+
+    identity: CoordinatorIdentity
+    config: WorkerTelemetryProxyConfig
+    workers: Sequence[WorkerUnitData] = ()
+    backend_loki_urls: Mapping[str, str] = field(default_factory=dict[str, str])
+    backend_remote_write_urls: Mapping[str, str] = field(default_factory=dict[str, str])
+    backend_charm_tracing_receivers: Mapping[str, str] = field(default_factory=dict[str, str])
+    backend_workload_tracing_receivers: Mapping[str, str] = field(default_factory=dict[str, str])
+    resolvers: Sequence[str] = ()
+    status_port: int = DEFAULT_STATUS_PORT
+    endpoints: CoordinatorEndpoints = field(default_factory=CoordinatorEndpoints)
+    worker_query_api: WorkerQueryApi | None = None
+
+
+# --- Outputs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class HttpRoute:
+    """One nginx ``location`` on the HTTP proxy server.
+
+    Attributes:
+        location: the path matched (exactly when ``exact``, else as a prefix ending in ``/``).
+        exact: ``location = <path>`` (the upstream URL replaces the URI) when true; otherwise a
+            prefix location whose prefix is replaced by the upstream URL's path.
+        upstream: where requests go.
+    """
+
+    location: str
+    exact: bool
+    upstream: HttpUrl
+
+
+@dataclass(frozen=True, order=True)
+class GrpcRoute:
+    """One ``location`` on the gRPC listener: a gRPC service path prefix and its receiver."""
+
+    location: str
+    upstream: GrpcAddress
+
+
+@dataclass(frozen=True)
+class QueryRoute:
+    """The worker query API route: one prefix location spread over every worker unit.
+
+    Attributes:
+        location: the prefix location, ending in ``/`` (``/query/``).
+        strip_prefix: what is removed from the request path before forwarding (``/query``).
+        backends: the workers' ``http://host:port`` (no path), distinct and sorted; never empty.
+    """
+
+    location: str
+    strip_prefix: str
+    backends: tuple[HttpUrl, ...]
+
+    def split(self) -> list[tuple[str, HttpUrl]]:
+        """Each backend with its share of requests, as nginx ``split_clients`` takes it.
+
+        See :func:`split_percentages`; the last backend gets ``*``, the remainder.
+        """
+        return list(zip(split_percentages(len(self.backends)), self.backends, strict=True))
+
+
+def split_percentages(count: int) -> list[str]:
+    """Even shares of 100% for ``count`` backends, in nginx ``split_clients`` form.
+
+    nginx takes percentages with at most two decimals, each above zero, summing to at most 100%;
+    ``*`` takes what is left. The first ``count - 1`` shares are explicit and the last is ``*``.
+    Shares are in hundredths of a percent and differ by at most one hundredth: with 3 backends
+    ``["33.34%", "33.33%", "*"]`` (the ``*`` gets 33.33%).
+
+    Raises:
+        ValueError: ``count`` is not in 1..10000 (a share would be below 0.01%).
+    """
+    if not 1 <= count <= 10_000:
+        raise ValueError(f"cannot split requests over {count} backends")
+    base, extra = divmod(10_000, count)
+    shares = [base + 1 if i < extra else base for i in range(count)]
+    return [f"{share // 100}.{share % 100:02d}%" for share in shares[:-1]] + ["*"]
+
+
+@dataclass(frozen=True)
+class TelemetryProxyPlan:
+    """What the proxy must do, computed by :func:`build_telemetry_proxy`.
+
+    Attributes:
+        config: the proxy ports.
+        status_port: the loopback ``stub_status`` port.
+        resolvers: validated resolver addresses for nginx, sorted.
+        http_routes: routes of the HTTP proxy server, sorted by location.
+        grpc_routes: routes of the gRPC listener (empty without ``grpc_port``), sorted.
+        proxied_telemetry: the proxied URLs for the workers.
+        scrape_jobs: Prometheus scrape jobs: the exporter's, then one per worker, by job name.
+        problems: dropped inputs, sorted.
+        query_route: the worker query API route; ``None`` without a :class:`WorkerQueryApi` or
+            while no worker can serve queries.
+        query_url: the query API as the coordinator offers it (its Service, the HTTP port and
+            the prefix, no trailing ``/``): ``None`` exactly when ``query_route`` is.
+    """
+
+    config: WorkerTelemetryProxyConfig
+    status_port: int
+    resolvers: tuple[str, ...]
+    http_routes: tuple[HttpRoute, ...]
+    grpc_routes: tuple[GrpcRoute, ...]
+    proxied_telemetry: ProxiedTelemetry
+    scrape_jobs: tuple[dict[str, Any], ...]
+    problems: tuple[Problem, ...]
+    query_route: QueryRoute | None = None
+    query_url: str | None = None
+
+
+# --- Building ------------------------------------------------------------------------------
+
+
+class _Collector:
+    """Accumulates problems while parsing inputs."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, endpoint: str, item: object, reason: str) -> None:
+        self.problems.append(Problem.of(endpoint, item, reason))
+
+    def capped(self, endpoint: str, items: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+        """Items sorted by key (as text), at most :data:`MAX_ITEMS`; the rest reported."""
+        ordered = sorted(items, key=lambda kv: (str(kv[0]), str(kv[1])))
+        if len(ordered) > MAX_ITEMS:
+            self.add(endpoint, f"{len(ordered)} items", f"only the first {MAX_ITEMS} are used")
+        return ordered[:MAX_ITEMS]
+
+
+def _proxy_base_url(inputs: TelemetryProxyInputs) -> str:
+    return f"http://{inputs.identity.service_fqdn}:{inputs.config.http_port}"
+
+
+def _unit_urls(collect: _Collector, endpoint: str, urls: Mapping[str, str]) -> dict[str, HttpUrl]:
+    """Validate ``unit -> URL``; drop invalid ones and later duplicates of the same URL."""
+    valid: dict[str, HttpUrl] = {}
+    seen: set[HttpUrl] = set()
+    for unit, raw in collect.capped(endpoint, urls.items()):
+        try:
+            name = parse_unit_name(unit)
+            url = parse_http_url(raw)
+        except ValueError as e:
+            collect.add(endpoint, unit, str(e))
+            continue
+        if url in seen:
+            continue  # the same backend published by several units: send once, not N times
+        seen.add(url)
+        valid[name] = url
+    return valid
+
+
+def _unique_workers(collect: _Collector, inputs: TelemetryProxyInputs) -> dict[str, WorkerUnitData]:
+    """The workers by unit name; a unit published twice is reported and one copy kept."""
+    endpoint = inputs.endpoints.cluster
+    by_unit: dict[str, WorkerUnitData] = {}
+    for worker in inputs.workers:
+        unit = worker.juju_topology.unit
+        if unit in by_unit and by_unit[unit] != worker:
+            collect.add(endpoint, unit, "published by more than one worker; using one of them")
+            if worker.model_dump_json() < by_unit[unit].model_dump_json():
+                by_unit[unit] = worker
+        else:
+            by_unit[unit] = worker
+    return by_unit
+
+
+def _worker_host(unit: object, worker: WorkerUnitData) -> tuple[str, str]:
+    """The checked unit name and address of a worker.
+
+    Raises:
+        ValueError: the unit name, its topology or its address is not acceptable.
+    """
+    name = parse_unit_name(unit)
+    topology = worker.juju_topology
+    if not isinstance(topology.application, str) or name.split("/")[0] != topology.application:
+        raise ValueError("the unit name does not match its application")
+    if not is_app_name(topology.charm_name):
+        raise ValueError(f"{topology.charm_name!r} is not a charm name")
+    return name, parse_host(worker.address)
+
+
+def _worker_scrape_job(
+    inputs: TelemetryProxyInputs, name: str, worker: WorkerUnitData
+) -> dict[str, Any]:
+    """The proxied scrape job of one worker unit (its metrics route's location)."""
+    topology = worker.juju_topology
+    labels = {
+        "juju_model": inputs.identity.model_name,
+        "juju_model_uuid": inputs.identity.model_uuid,
+        "juju_application": topology.application,
+        "juju_unit": topology.unit,
+        "juju_charm": topology.charm_name,
+    }
+    target = f"{inputs.identity.service_fqdn}:{inputs.config.http_port}"
+    return {
+        "job_name": unit_path_name(name),
+        "metrics_path": f"/proxy/worker/{unit_path_name(name)}/metrics",
+        "static_configs": [{"targets": [target]}],
+        "relabel_configs": [
+            {"target_label": label, "replacement": value} for label, value in sorted(labels.items())
+        ],
+    }
+
+
+def _worker_routes(
+    collect: _Collector, inputs: TelemetryProxyInputs
+) -> tuple[list[HttpRoute], list[dict[str, Any]], set[HttpUrl]]:
+    """Each worker's metrics route and scrape job, and the query API backends."""
+    endpoint = inputs.endpoints.cluster
+    api = inputs.worker_query_api
+    routes: list[HttpRoute] = []
+    jobs: list[dict[str, Any]] = []
+    query_backends: set[HttpUrl] = set()
+    for unit, worker in collect.capped(endpoint, _unique_workers(collect, inputs).items()):
+        metrics = worker.metrics_endpoint
+        query_port: int | None = None
+        if api is not None:
+            query_port = api.port if api.port is not None or metrics is None else metrics.port
+        if metrics is None and query_port is None:
+            continue
+        try:
+            name, host = _worker_host(unit, worker)
+        except ValueError as e:
+            collect.add(endpoint, unit, f"worker dropped: {e}")
+            continue
+        if metrics is not None:
+            try:
+                url = HttpUrl("http", host, parse_port(metrics.port), parse_path(metrics.path))
+            except ValueError as e:
+                collect.add(endpoint, unit, f"metrics endpoint dropped: {e}")
+            else:
+                location = f"/proxy/worker/{unit_path_name(name)}/metrics"
+                routes.append(HttpRoute(location=location, exact=True, upstream=url))
+                jobs.append(_worker_scrape_job(inputs, name, worker))
+        if query_port is not None:
+            try:
+                query_backends.add(HttpUrl("http", host, parse_port(query_port), ""))
+            except ValueError as e:
+                collect.add(endpoint, unit, f"query API dropped: {e}")
+    return routes, jobs, query_backends
+
+
+def _query_route(
+    inputs: TelemetryProxyInputs, backends: set[HttpUrl]
+) -> tuple[QueryRoute | None, str | None]:
+    api = inputs.worker_query_api
+    if api is None or not backends:
+        return None, None
+    route = QueryRoute(
+        location=api.location, strip_prefix=api.path_prefix, backends=tuple(sorted(backends))
+    )
+    return route, _proxy_base_url(inputs) + api.path_prefix
+
+
+def _tracing(
+    collect: _Collector,
+    inputs: TelemetryProxyInputs,
+    *,
+    kind: Literal["charm", "workload"],
+) -> tuple[list[HttpRoute], list[GrpcRoute], dict[str, str]]:
+    if kind == "charm":
+        endpoint, receivers = inputs.endpoints.charm_tracing, inputs.backend_charm_tracing_receivers
+    else:
+        endpoint = inputs.endpoints.workload_tracing
+        receivers = inputs.backend_workload_tracing_receivers
+    http_routes: list[HttpRoute] = []
+    grpc_routes: list[GrpcRoute] = []
+    proxied: dict[str, str] = {}
+    for protocol, raw in collect.capped(endpoint, receivers.items()):
+        if protocol not in HTTP_TRACING_PROTOCOLS and protocol not in GRPC_TRACING_PROTOCOLS:
+            collect.add(endpoint, protocol, "unknown tracing protocol")
+            continue
+        try:
+            if protocol in HTTP_TRACING_PROTOCOLS:
+                url = parse_http_url(raw)
+                location = f"/proxy/{kind}-tracing/{protocol}/"
+                http_routes.append(HttpRoute(location=location, exact=False, upstream=url))
+                proxied[protocol] = _proxy_base_url(inputs) + location.rstrip("/")
+            else:
+                address = parse_grpc_address(raw)
+                if kind == "workload" and inputs.config.grpc_port is not None:
+                    grpc_routes.append(GrpcRoute(GRPC_TRACING_PROTOCOLS[protocol], address))
+                    proxied[protocol] = f"{inputs.identity.service_fqdn}:{inputs.config.grpc_port}"
+        except ValueError as e:
+            collect.add(endpoint, protocol, str(e))
+    return http_routes, grpc_routes, proxied
+
+
+def _resolvers(collect: _Collector, raw: Sequence[str]) -> tuple[str, ...]:
+    valid: set[str] = set()
+    for item in list(raw)[:16]:
+        try:
+            valid.add(parse_resolver(item))
+        except ValueError as e:
+            collect.add("", "resolver", str(e))
+    return tuple(sorted(valid))
+
+
+def _exporter_job() -> dict[str, Any]:
+    return {
+        "job_name": NGINX_EXPORTER_JOB_NAME,
+        "static_configs": [{"targets": [f"*:{NGINX_EXPORTER_PORT}"]}],
+    }
+
+
+def build_telemetry_proxy(inputs: TelemetryProxyInputs) -> TelemetryProxyPlan:
+    """Compute the telemetry proxy: routes, proxied URLs, scrape jobs and problems.
+
+    Never raises on relation data: invalid items are dropped and listed in ``plan.problems``.
+
+    Raises:
+        ValueError: the status port collides with a proxy port or the exporter port.
+    """
+    config = inputs.config
+    if inputs.status_port in config.ports or inputs.status_port == NGINX_EXPORTER_PORT:
+        raise ValueError(f"status_port {inputs.status_port} collides with another port")
+    if NGINX_EXPORTER_PORT in config.ports:
+        raise ValueError(f"port {NGINX_EXPORTER_PORT} is reserved for the nginx exporter")
+    names = inputs.endpoints
+    collect = _Collector()
+    base = _proxy_base_url(inputs)
+
+    http_routes, worker_jobs, query_backends = _worker_routes(collect, inputs)
+    query_route, query_url = _query_route(inputs, query_backends)
+
+    loki_urls: dict[str, str] = {}
+    for unit, url in _unit_urls(collect, names.logging, inputs.backend_loki_urls).items():
+        location = f"/proxy/loki/{unit_path_name(unit)}/push"
+        http_routes.append(HttpRoute(location=location, exact=True, upstream=url))
+        loki_urls[unit] = base + location
+
+    remote_write: list[str] = []
+    for unit, url in _unit_urls(
+        collect, names.remote_write, inputs.backend_remote_write_urls
+    ).items():
+        location = f"/proxy/remote-write/{unit_path_name(unit)}/write"
+        http_routes.append(HttpRoute(location=location, exact=True, upstream=url))
+        remote_write.append(base + location)
+
+    charm_http, _, charm_proxied = _tracing(collect, inputs, kind="charm")
+    workload_http, grpc_routes, workload_proxied = _tracing(collect, inputs, kind="workload")
+    http_routes += charm_http + workload_http
+
+    resolvers = _resolvers(collect, inputs.resolvers)
+    upstreams = [route.upstream for route in http_routes]
+    upstreams += query_route.backends if query_route else ()
+    if not resolvers and any(not upstream.is_ip for upstream in upstreams):
+        collect.add("", "resolver", "no DNS resolver known: host names cannot be proxied")
+
+    return TelemetryProxyPlan(
+        config=config,
+        status_port=inputs.status_port,
+        resolvers=resolvers,
+        http_routes=tuple(sorted(http_routes)),
+        grpc_routes=tuple(sorted(grpc_routes)),
+        proxied_telemetry=ProxiedTelemetry(
+            loki_urls=dict(sorted(loki_urls.items())),
+            charm_tracing_receivers=dict(sorted(charm_proxied.items())),
+            workload_tracing_receivers=dict(sorted(workload_proxied.items())),
+            remote_write_urls=tuple(sorted(remote_write)),
+        ),
+        scrape_jobs=(_exporter_job(), *sorted(worker_jobs, key=lambda j: j["job_name"])),
+        problems=tuple(sorted(set(collect.problems))),
+        query_route=query_route,
+        query_url=query_url,
+    )
