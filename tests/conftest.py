@@ -8,6 +8,9 @@ Pick one with ``HYPOTHESIS_PROFILE``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 try:
     from hypothesis import HealthCheck, settings
@@ -23,3 +26,13 @@ else:
     )
     settings.register_profile("dev", max_examples=20, deadline=None)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture
+def no_kubeconfig(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No Kubernetes configuration to be found: no ``KUBECONFIG``, an empty ``HOME``.
+
+    (Nor in-cluster credentials: no test machine has a service-account token.)
+    """
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))

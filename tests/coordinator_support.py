@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import coordinated_mesh.coordinator.coordinator as coordinator_module
+import coordinated_mesh.coordinator.decide as decide_module
 import ops
 import pytest
 from binaries import require_binary
@@ -116,46 +116,51 @@ class FakeKubernetes:
         return [self.policies[k] for k in sorted(self.policies)]
 
 
-def install_fake_kubernetes(monkeypatch: pytest.MonkeyPatch) -> FakeKubernetes:
-    """Fake the coordinator's Kubernetes (one fake shared by every hook run in one test)."""
-    fake = FakeKubernetes()
-
-    def factory(**_: object) -> FakeKubernetes:
-        return fake
-
-    monkeypatch.setattr(coordinator_module, "make_kubernetes_backend", factory)
-    return fake
+def coordinator_charm_type(*, kubernetes: FakeKubernetes | None, resolv_conf: str) -> type[Any]:
+    """The coordinator charm with its seams set: a Kubernetes (the real one when ``None``) and
+    the file its DNS resolvers are read from."""
+    # The subclass keeps the charm's module, where ops.testing finds its charmcraft.yaml.
+    attributes: dict[str, Any] = {"__module__": CharmType.__module__, "resolv_conf": resolv_conf}
+    if kubernetes is not None:
+        fake = kubernetes
+        attributes["kubernetes_backend_factory"] = staticmethod(lambda **_: fake)
+    return type("TestCoordinatorCharm", (CharmType,), attributes)
 
 
 def make_context(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rendered: list[str] | None = None
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    *,
+    kubernetes: FakeKubernetes | None = None,
+    rendered: list[str] | None = None,
 ) -> testing.Context[Any]:
     """An ``ops.testing`` context for the coordinator charm, with a fixed DNS resolver.
 
-    Every nginx configuration the coordinator renders (in any hook or action) is appended to
-    ``rendered``, for :func:`check_all_nginx`.
+    The charm's Kubernetes backend is ``kubernetes`` (through the charm's constructor seam), or the
+    real one (``KUBECONFIG``) when ``None``. Every nginx configuration the coordinator renders (in
+    any hook or action) is appended to ``rendered``, for :func:`check_all_nginx`.
     """
     resolv_conf = tmp_path / "resolv.conf"
     resolv_conf.write_text("search mymodel.svc.cluster.local\nnameserver 10.152.183.10\n")
-    monkeypatch.setattr(coordinator_module, "RESOLV_CONF", str(resolv_conf))
     if rendered is not None:
-        render = coordinator_module.render_nginx_config
+        render = decide_module.render_nginx_config
 
         def recording_render(*args: Any, **kwargs: Any) -> str:
             text = render(*args, **kwargs)
             rendered.append(text)
             return text
 
-        monkeypatch.setattr(coordinator_module, "render_nginx_config", recording_render)
-    return testing.Context(CharmType, app_name=APP)
+        monkeypatch.setattr(decide_module, "render_nginx_config", recording_render)
+    charm_type = coordinator_charm_type(kubernetes=kubernetes, resolv_conf=str(resolv_conf))
+    return testing.Context(charm_type, app_name=APP)
 
 
 def context_checking_nginx(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kubernetes: FakeKubernetes | None = None
 ) -> Iterator[testing.Context[Any]]:
     """The body of a ``ctx`` fixture: a context, then ``nginx -t`` on all it rendered."""
     rendered: list[str] = []
-    yield make_context(monkeypatch, tmp_path, rendered)
+    yield make_context(monkeypatch, tmp_path, kubernetes=kubernetes, rendered=rendered)
     check_all_nginx(rendered)
 
 

@@ -3,7 +3,7 @@
 
 Everything generic (telemetry proxy, the workers' query API, pod labels, cluster-internal and
 external mesh policies, statuses, the ``show-mesh`` action, clean-up on removal) is done by
-:class:`coordinated_mesh.coordinator.Coordinator` on every hook. This file only declares what is
+:class:`coordinated_mesh.Coordinator` on every hook. This file only declares what is
 specific to this charm: the proxy ports, the workload configuration the workers run with, the query
 API the workers serve (Prometheus, offered as ``/query`` and published to Grafana over
 ``grafana-source``), and who else may reach the coordinator (Grafana, on that route only).
@@ -16,10 +16,18 @@ workers reach 8080 and 4317 through the coordinator's Service, which the cluster
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, ClassVar
+
 import ops
-from coordinated_mesh.coordinator.coordinator import Coordinator
-from coordinated_mesh.mesh.policies import AppPolicy, Endpoint, Method
-from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
+from coordinated_mesh import (
+    AppPolicy,
+    Coordinator,
+    Endpoint,
+    Method,
+    WorkerQueryApi,
+    WorkerTelemetryProxyConfig,
+)
 
 HTTP_PORT = 8080
 """The coordinator's nginx port: the workers' telemetry proxy and the cluster's query API."""
@@ -46,6 +54,12 @@ global:
 class MeshCoordinatorCharm(ops.CharmBase):
     """The mesh coordinator: a :class:`Coordinator` and this charm's own mesh policies."""
 
+    kubernetes_backend_factory: ClassVar[Callable[..., Any] | None] = None
+    """The Kubernetes backend seam: ``None`` is the cluster the charm runs in; tests set a fake
+    on a subclass."""
+    resolv_conf: ClassVar[str | None] = None
+    """Where nginx's DNS resolvers are read (``None``: ``/etc/resolv.conf``); tests set a file."""
+
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
         self.coordinator = Coordinator(
@@ -70,6 +84,8 @@ class MeshCoordinatorCharm(ops.CharmBase):
                 ),
             ],
             worker_config=lambda: WORKER_CONFIG,
+            kubernetes_backend_factory=self.kubernetes_backend_factory,
+            resolv_conf=self.resolv_conf,
         )
 
 

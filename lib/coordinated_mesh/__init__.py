@@ -9,6 +9,7 @@ here. Guides and reference: ``docs/`` (start with ``docs/how-to/add-mesh-support
 
 from __future__ import annotations
 
+from coordinated_mesh.charm.pebble import push_and_reload
 from coordinated_mesh.coordinator import Coordinator
 from coordinated_mesh.k8s.client import KubernetesError
 from coordinated_mesh.k8s.labels import reconcile_charm_labels
@@ -22,6 +23,7 @@ from coordinated_mesh.mesh.policies import (
     PolicyTargetType,
     UnitPolicy,
 )
+from coordinated_mesh.parse import HttpUrl, parse_http_url
 from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
 from coordinated_mesh.relations.cluster import ProxiedTelemetry
 from coordinated_mesh.worker import Worker, WorkerContext
@@ -33,6 +35,7 @@ __all__ = [
     "AppPolicy",
     "Coordinator",
     "Endpoint",
+    "HttpUrl",
     "KubernetesError",
     "MeshPolicy",
     "Method",
@@ -46,5 +49,7 @@ __all__ = [
     "WorkerQueryApi",
     "WorkerTelemetryProxyConfig",
     "__version__",
+    "parse_http_url",
+    "push_and_reload",
     "reconcile_charm_labels",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "is_model_uuid",
     "is_valid_label_value",
     "nameservers_from_resolv_conf",
+    "parse_cluster_domain",
     "parse_grpc_address",
     "parse_host",
     "parse_http_url",
@@ -207,6 +208,17 @@ def unit_fqdn(unit_name: str, *, app_name: str, model_name: str, cluster_domain:
 
 
 # --- Hosts, ports, paths, URLs ------------------------------------------------------------------
+
+
+def parse_cluster_domain(raw: object) -> str:
+    """Check a Kubernetes cluster DNS domain (``cluster.local``), a charm's own setting.
+
+    Raises:
+        ValueError: not a lower-case DNS name.
+    """
+    if not is_dns_name(raw):
+        raise ValueError(f"invalid cluster domain: {raw!r}")
+    return str(raw)
 
 
 def is_dns_name(value: object) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,6 @@ from coordinator_support import (
     app_data,
     check_all_nginx,
     check_nginx,
-    context_checking_nginx,
-    install_fake_kubernetes,
     loki_relation,
     make_context,
     mesh_relation,
@@ -43,16 +40,6 @@ from coordinator_support import (
 from ops import testing
 
 Ctx = testing.Context[Any]
-
-
-@pytest.fixture
-def kube(monkeypatch: pytest.MonkeyPatch) -> FakeKubernetes:
-    return install_fake_kubernetes(monkeypatch)
-
-
-@pytest.fixture
-def ctx(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Ctx]:
-    yield from context_checking_nginx(monkeypatch, tmp_path)
 
 
 def run(ctx: Ctx, event: Any, st: testing.State) -> testing.State:
@@ -467,17 +454,12 @@ def test_api_error_waits_and_does_not_crash(ctx: Ctx, kube: FakeKubernetes):
 
 
 def test_real_backend_without_credentials_is_an_api_error(
-    ctx: Ctx, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_kubeconfig: None
 ):
-    from coordinated_mesh.k8s import client as kubernetes_module
-
-    def no_client(**_: object) -> Any:
-        raise RuntimeError("no kubeconfig")
-
-    monkeypatch.setattr(kubernetes_module, "make_client", no_client)
-    out = run(ctx, ctx.on.config_changed(), state(worker_relation("w1")))
+    real = make_context(monkeypatch, tmp_path)  # the real backend: no configuration found
+    out = run(real, real.on.config_changed(), state(worker_relation("w1")))
     assert isinstance(out.unit_status, testing.WaitingStatus)
-    assert "no kubeconfig" in out.unit_status.message
+    assert "no Kubernetes client: ConfigError" in out.unit_status.message
 
 
 # --- Leaving the mesh: no deny window ------------------------------------------------------
@@ -799,7 +781,7 @@ def test_every_rendered_configuration_is_recorded_for_nginx_t(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kube: FakeKubernetes
 ):
     rendered: list[str] = []
-    context = make_context(monkeypatch, tmp_path, rendered)
+    context = make_context(monkeypatch, tmp_path, kubernetes=kube, rendered=rendered)
     out = context.run(context.on.config_changed(), state(worker_relation("w1")))
     assert rendered == [nginx_config(context, out)]
     context.run(context.on.action("show-mesh"), out)

@@ -9,7 +9,6 @@ real ``nginx -t``; statuses are the same as without the relation.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,6 @@ from coordinator_support import (
     FakeKubernetes,
     check_nginx,
     containers,
-    context_checking_nginx,
-    install_fake_kubernetes,
     mesh_relation,
     nginx_config,
     relation,
@@ -48,16 +45,6 @@ SOURCE_DATA = {
     "model_uuid": MODEL.uuid,
     "type": "prometheus",
 }
-
-
-@pytest.fixture
-def kube(monkeypatch: pytest.MonkeyPatch) -> FakeKubernetes:
-    return install_fake_kubernetes(monkeypatch)
-
-
-@pytest.fixture
-def ctx(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Ctx]:
-    yield from context_checking_nginx(monkeypatch, tmp_path)
 
 
 def grafana_relation(**kwargs: Any) -> testing.Relation:

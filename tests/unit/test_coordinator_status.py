@@ -7,8 +7,8 @@ import pytest
 from coordinated_mesh.coordinator.decide import default_mesh_policies
 from coordinated_mesh.coordinator.status import (
     DrainStatus,
-    KubernetesProblem,
-    KubernetesProblemKind,
+    KubernetesFailure,
+    KubernetesFailureKind,
     Observations,
     active_summary,
     unit_statuses,
@@ -64,32 +64,32 @@ def test_no_workers():
     ("kind", "expected"),
     [
         (
-            KubernetesProblemKind.forbidden,
+            KubernetesFailureKind.forbidden,
             ops.BlockedStatus(
                 "not allowed to manage its Kubernetes objects: run juju trust coord --scope=cluster"
             ),
         ),
         (
-            KubernetesProblemKind.crd_missing,
+            KubernetesFailureKind.crd_missing,
             ops.BlockedStatus(
                 "Istio AuthorizationPolicy CRD missing: deploy istio-k8s (--trust) "
                 "or remove the service-mesh relation"
             ),
         ),
         (
-            KubernetesProblemKind.api_error,
+            KubernetesFailureKind.api_error,
             ops.WaitingStatus("Kubernetes API error, retrying on the next hook: boom"),
         ),
     ],
 )
-def test_kubernetes_problems(kind: KubernetesProblemKind, expected: ops.StatusBase):
-    assert winner(healthy(kubernetes=[KubernetesProblem(kind, "boom")])) == expected
+def test_kubernetes_problems(kind: KubernetesFailureKind, expected: ops.StatusBase):
+    assert winner(healthy(kubernetes=[KubernetesFailure(kind, "boom")])) == expected
 
 
 def test_trust_comes_before_everything_else():
     obs = healthy(
         worker_apps=0,
-        kubernetes=[KubernetesProblem(KubernetesProblemKind.forbidden, "403")],
+        kubernetes=[KubernetesFailure(KubernetesFailureKind.forbidden, "403")],
         relations=[Problem("logging", "loki/0", "bad url")],
     )
     assert "juju trust" in winner(obs).message
@@ -124,7 +124,7 @@ def test_containers_not_ready():
 
 def test_default_mesh_policies():
     policies = default_mesh_policies(
-        WorkerTelemetryProxyConfig(http_port=8080, https_port=8443), metrics_relation="metrics"
+        WorkerTelemetryProxyConfig(http_port=8080, https_port=8443), metrics_endpoint="metrics"
     )
     unit, app = policies
     assert unit == UnitPolicy(relation="metrics", ports=[9113])
@@ -225,7 +225,7 @@ def test_draining_summary():
 def test_draining_is_not_a_problem_that_hides_others():
     obs = healthy(
         draining=DrainStatus(policies=5, pods=3),
-        kubernetes=[KubernetesProblem(KubernetesProblemKind.api_error, "boom")],
+        kubernetes=[KubernetesFailure(KubernetesFailureKind.api_error, "boom")],
     )
     assert winner(obs).name == "waiting"
     assert winner(healthy(draining=DrainStatus(policies=5, pods=3), workload=["nginx"])) == (

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,6 @@ from coordinator_support import (
     FakeKubernetes,
     app_data,
     check_nginx,
-    context_checking_nginx,
-    install_fake_kubernetes,
     loki_relation,
     make_context,
     mesh_relation,
@@ -40,16 +37,6 @@ from ops import testing
 
 Ctx = testing.Context[Any]
 PROXY = f"http://{APP}.{MODEL.name}.svc.cluster.local:8080"
-
-
-@pytest.fixture
-def kube(monkeypatch: pytest.MonkeyPatch) -> FakeKubernetes:
-    return install_fake_kubernetes(monkeypatch)
-
-
-@pytest.fixture
-def ctx(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Ctx]:
-    yield from context_checking_nginx(monkeypatch, tmp_path)
 
 
 def run(ctx: Ctx, st_: testing.State) -> tuple[testing.State, str]:
@@ -353,8 +340,8 @@ def test_fuzzed_relation_data_never_raises_and_nginx_accepts(
             )
         )
     with pytest.MonkeyPatch.context() as mp, tempfile.TemporaryDirectory() as tmp:
-        kube = install_fake_kubernetes(mp)
-        ctx = make_context(mp, Path(tmp))
+        kube = FakeKubernetes()
+        ctx = make_context(mp, Path(tmp), kubernetes=kube)
         out = ctx.run(ctx.on.update_status(), state(*relations, leader=leader))
         config = nginx_config(ctx, out)
     assert config is not None

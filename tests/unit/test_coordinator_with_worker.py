@@ -6,13 +6,11 @@ what the coordinator then publishes becomes the worker's input. Both Kubernetes 
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import coordinated_mesh.worker.worker as worker_module
 import pytest
 import yaml
 from charm_loader import load_charm_module
@@ -22,8 +20,6 @@ from coordinator_support import (
     MESH_LABELS,
     MODEL,
     FakeKubernetes,
-    context_checking_nginx,
-    install_fake_kubernetes,
     loki_relation,
     mesh_relation,
     nginx_config,
@@ -31,39 +27,15 @@ from coordinator_support import (
     tracing_relation,
 )
 from ops import testing
+from worker_support import FakeLabels, worker_context
 
 WORKER = load_charm_module("worker")
 WORKER_APP = "w1"
 
 
-@dataclasses.dataclass
-class FakeWorkerLabels:
-    labels: dict[str, str] = dataclasses.field(default_factory=dict[str, str])
-
-    def reconcile_labels(self, labels: Mapping[str, str]) -> bool:
-        changed = dict(labels) != self.labels
-        self.labels = dict(labels)
-        return changed
-
-    def managed_labels(self) -> dict[str, str]:
-        return dict(self.labels)
-
-
 @pytest.fixture
-def kube(monkeypatch: pytest.MonkeyPatch) -> FakeKubernetes:
-    return install_fake_kubernetes(monkeypatch)
-
-
-@pytest.fixture
-def worker_labels(monkeypatch: pytest.MonkeyPatch) -> FakeWorkerLabels:
-    fake = FakeWorkerLabels()
-    monkeypatch.setattr(worker_module, "make_labels_backend", lambda **_: fake)
-    return fake
-
-
-@pytest.fixture
-def ctx(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[testing.Context[Any]]:
-    yield from context_checking_nginx(monkeypatch, tmp_path)
+def worker_labels() -> FakeLabels:
+    return FakeLabels()
 
 
 def worker_state(tmp_path: Path, coordinator_data: Mapping[str, str]) -> testing.State:
@@ -89,10 +61,10 @@ def worker_state(tmp_path: Path, coordinator_data: Mapping[str, str]) -> testing
 def test_worker_data_feeds_the_coordinator_and_back(
     ctx: testing.Context[Any],
     kube: FakeKubernetes,
-    worker_labels: FakeWorkerLabels,
+    worker_labels: FakeLabels,
     tmp_path: Path,
 ):
-    worker_ctx = testing.Context(WORKER.MeshWorkerCharm, app_name=WORKER_APP)
+    worker_ctx = worker_context(worker_labels, app_name=WORKER_APP)
 
     # 1. The worker joins: it publishes its topology, address and metrics endpoint.
     out = worker_ctx.run(worker_ctx.on.install(), worker_state(tmp_path, {}))

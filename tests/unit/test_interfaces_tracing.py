@@ -69,7 +69,7 @@ def test_reads_what_the_maintained_provider_writes():
             Receiver(protocol=ProtocolType(name="tempo_http", type=http), url="http://tempo:3200"),
         ]
     ).dump(databag)
-    receivers, problems = parse_provider_receivers(databag, relation_name="workload-tracing")
+    receivers, problems = parse_provider_receivers(databag, endpoint="workload-tracing")
     assert receivers == {"otlp_grpc": "tempo.cos:4317", "otlp_http": "http://tempo.cos:4318"}
     assert problems == []
 
@@ -81,7 +81,7 @@ def test_bad_receivers_are_dropped_alone():
         ("zipkin", "http", "http://tempo:9411"),
         ("jaeger_grpc", "grpc", "http://tempo:14250"),
     )
-    receivers, problems = parse_provider_receivers(databag, relation_name="charm-tracing")
+    receivers, problems = parse_provider_receivers(databag, endpoint="charm-tracing")
     assert receivers == {"zipkin": "http://tempo:9411"}
     assert [(p.endpoint, p.item) for p in problems] == [
         ("charm-tracing", "otlp_http"),
@@ -99,7 +99,7 @@ def test_bad_receivers_are_dropped_alone():
     ],
 )
 def test_malformed_provider_databag(databag: dict[str, str], reason: str):
-    receivers, problems = parse_provider_receivers(databag, relation_name="charm-tracing")
+    receivers, problems = parse_provider_receivers(databag, endpoint="charm-tracing")
     assert receivers == {}
     assert len(problems) == 1 and reason in problems[0].reason
 

@@ -12,6 +12,7 @@ DESIGN_NAMES = [
     "AppPolicy",
     "Coordinator",
     "Endpoint",
+    "HttpUrl",
     "KubernetesError",
     "MeshPolicy",
     "Method",
@@ -24,6 +25,8 @@ DESIGN_NAMES = [
     "WorkerContext",
     "WorkerQueryApi",
     "WorkerTelemetryProxyConfig",
+    "parse_http_url",
+    "push_and_reload",
     "reconcile_charm_labels",
 ]
 

@@ -1,7 +1,8 @@
 """The worker charm under ``ops.testing``: what it publishes, the labels and URLs it applies.
 
-Kubernetes is replaced by :class:`FakeLabels` (the ``make_labels_backend`` seam): it holds the labels
-"on the objects" across hooks, like the real StatefulSet and Service, and records every write.
+Kubernetes is replaced by :class:`FakeLabels` (through the charm's ``labels_backend_factory``):
+it holds the labels "on the objects" across hooks, like the real StatefulSet and Service, and
+records every write.
 The real Kubernetes path is tested in ``tests/envtest/test_worker_charm.py``. Every
 ``prometheus.yml`` the charm pushes is checked with the real ``promtool``.
 """
@@ -15,15 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import coordinated_mesh.k8s.client as kubernetes_module
-import coordinated_mesh.worker.worker as worker_module
 import ops
 import pytest
 import yaml
 from binaries import require_binary
 from charm_loader import load_charm_module
+from coordinated_mesh import Worker
 from coordinated_mesh.k8s.client import ForbiddenError, KubernetesError
 from ops import testing
+from worker_support import FakeLabels, worker_context
 
 CHARM = load_charm_module("worker")
 APP = "mesh-worker-k8s"
@@ -41,37 +42,9 @@ BASE_CONFIG = "global:\n  scrape_interval: 1m\n  evaluation_interval: 1m\n"
 # --- Fakes and helpers ---------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class FakeLabels:
-    """The labels on our StatefulSet and Service, as one shared fake backend sees them."""
-
-    labels: dict[str, str] = dataclasses.field(default_factory=dict[str, str])
-    writes: list[dict[str, str]] = dataclasses.field(default_factory=list[dict[str, str]])
-    reads: int = 0
-    error: Exception | None = None
-
-    def reconcile_labels(self, labels: Mapping[str, str]) -> bool:
-        self.reads += 1
-        if self.error is not None:
-            raise self.error
-        if dict(labels) == self.labels:
-            return False
-        self.labels = dict(labels)
-        self.writes.append(dict(labels))
-        return True
-
-    def managed_labels(self) -> dict[str, str]:
-        self.reads += 1
-        if self.error is not None:
-            raise self.error
-        return dict(self.labels)
-
-
 @pytest.fixture
-def kube(monkeypatch: pytest.MonkeyPatch) -> FakeLabels:
-    fake = FakeLabels()
-    monkeypatch.setattr(worker_module, "make_labels_backend", lambda **_: fake)
-    return fake
+def kube() -> FakeLabels:
+    return FakeLabels()
 
 
 @pytest.fixture
@@ -89,8 +62,8 @@ def signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[str, ...]]
 
 
 @pytest.fixture
-def ctx() -> testing.Context[Any]:
-    return testing.Context(CHARM.MeshWorkerCharm)
+def ctx(kube: FakeLabels) -> testing.Context[Any]:
+    return worker_context(kube)
 
 
 def coordinator_data(
@@ -627,16 +600,13 @@ def test_service_restarted_when_it_is_not_running(
 
 
 def test_missing_kubernetes_credentials_are_an_api_error_status(
-    ctx: testing.Context[Any], state: StateFactory, monkeypatch: pytest.MonkeyPatch
+    state: StateFactory, no_kubeconfig: None
 ):
-    def no_client(**_: Any) -> Any:
-        raise RuntimeError("no in-cluster configuration and no KUBECONFIG")
-
-    monkeypatch.setattr(kubernetes_module, "make_client", no_client)
-    out = run(ctx, state(cluster(coordinator_data())))
-    assert out.unit_status == ops.WaitingStatus(
-        "Kubernetes API error, retrying on the next hook: no Kubernetes client: RuntimeError: "
-        "no in-cluster configuration and no KUBECONFIG"
+    real = worker_context(None)  # the real backend: lightkube finds no configuration
+    out = run(real, state(cluster(coordinator_data())))
+    assert isinstance(out.unit_status, ops.WaitingStatus)
+    assert out.unit_status.message.startswith(
+        "Kubernetes API error, retrying on the next hook: no Kubernetes client: ConfigError"
     )
 
 
@@ -654,11 +624,11 @@ def minimal_charm(fake: FakeLabels, **worker_args: Any) -> type[ops.CharmBase]:
             args: dict[str, Any] = {
                 "container_name": "workload",
                 "metrics_port": 8080,
-                "endpoint": "my-cluster",
+                "cluster_endpoint": "my-cluster",
                 "labels_backend_factory": lambda **_: fake,
                 **worker_args,
             }
-            self.worker = worker_module.Worker(self, **args)
+            self.worker = Worker(self, **args)
 
     return MinimalWorker
 

@@ -6,7 +6,7 @@ import json
 
 import ops
 import pytest
-from coordinated_mesh.parse import unit_fqdn
+from coordinated_mesh.parse import Problem, unit_fqdn
 from coordinated_mesh.relations.cluster import CoordinatorAppData, parse_proxied_telemetry
 from coordinated_mesh.worker.worker import WorkerObservations, worker_statuses
 
@@ -143,7 +143,7 @@ def test_waiting_statuses_name_relation_and_reason():
         app_name="w",
         coordinator="coord",
         data_problem="invalid data: 'worker_labels' is not valid JSON",
-        item_problems=["loki_endpoints['loki/0']: bad"],
+        item_problems=[Problem("", "loki_endpoints['loki/0']", "bad")],
         kubernetes_error="Kubernetes API error 500: boom",
         workload_problem="waiting for the prometheus container",
     )

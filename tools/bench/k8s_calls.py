@@ -245,16 +245,20 @@ class Bench:
         meshed: the namespace of the other cases.
     """
 
-    def __init__(self, log: RequestLog, workdir: Path, *, plain: str, meshed: str) -> None:
+    def __init__(
+        self, log: RequestLog, workdir: Path, *, plain: str, meshed: str, resolv: Path
+    ) -> None:
         from charm_loader import load_charm_module
+        from coordinator_support import coordinator_charm_type
         from ops import testing
 
         self.log = log
         self.workdir = workdir
         self.plain = plain
         self.meshed = meshed
+        # The real Kubernetes (envtest, through KUBECONFIG), a fixed DNS resolver.
         self.coordinator = testing.Context(
-            load_charm_module("coordinator").MeshCoordinatorCharm, app_name=COORDINATOR
+            coordinator_charm_type(kubernetes=None, resolv_conf=str(resolv)), app_name=COORDINATOR
         )
         self.worker = testing.Context(
             load_charm_module("worker").MeshWorkerCharm, app_name=WORKER_APPS[0], unit_id=0
@@ -384,7 +388,6 @@ class Bench:
 
 def run_cases(envtest: Envtest, log: RequestLog, workdir: Path) -> list[HookCalls]:
     """Set up envtest (CRD, namespaces, Juju's objects) and run every case."""
-    import coordinated_mesh.coordinator.coordinator as coordinator_module
     from envtest.harness import (
         create_juju_app,
         install_authorization_policy_crd,
@@ -397,13 +400,11 @@ def run_cases(envtest: Envtest, log: RequestLog, workdir: Path) -> list[HookCall
         for namespace in (plain, meshed):
             for app in (COORDINATOR, *WORKER_APPS):
                 create_juju_app(admin, app, namespace)
-    resolv = resolv_conf(workdir, meshed)
-    with patched(coordinator_module, "RESOLV_CONF", str(resolv)):
-        bench = Bench(log, workdir, plain=plain, meshed=meshed)
-        bench.run_all()
-        with envtest.client() as admin:
-            remove_authorization_policy_crd(admin)  # now Istio is gone
-        bench.istio_missing()
+    bench = Bench(log, workdir, plain=plain, meshed=meshed, resolv=resolv_conf(workdir, meshed))
+    bench.run_all()
+    with envtest.client() as admin:
+        remove_authorization_policy_crd(admin)  # now Istio is gone
+    bench.istio_missing()
     return bench.hooks
 
 

@@ -58,7 +58,6 @@ from bench.common import (
     markdown_table,
     median,
     mesh_relation,
-    patched,
     resolv_conf,
     section,
     status_text,
@@ -339,13 +338,10 @@ class HookFigures:
 
 def reload_sequence(hooks: int, *, seed: int, workdir: Path) -> list[HookFigures]:
     """Run ``hooks`` identical ``update-status`` hooks on the coordinator charm; see the module."""
-    import coordinated_mesh.coordinator.coordinator as coordinator_module
-    from charm_loader import load_charm_module
     from coordinated_mesh.proxy.pebble import NGINX_CONFIG_PATH
-    from coordinator_support import FakeKubernetes
+    from coordinator_support import FakeKubernetes, coordinator_charm_type
     from ops import testing
 
-    charm = load_charm_module("coordinator")
     backend = FakeKubernetes()  # Kubernetes in memory: writes only on a difference
     etc_nginx = workdir / "etc-nginx"
     config_file = etc_nginx / Path(NGINX_CONFIG_PATH).relative_to("/etc/nginx")
@@ -362,33 +358,32 @@ def reload_sequence(hooks: int, *, seed: int, workdir: Path) -> list[HookFigures
     )
     rng = random.Random(seed)
     figures: list[HookFigures] = []
-    with (
-        patched(coordinator_module, "RESOLV_CONF", str(resolv_conf(workdir, MODEL))),
-        patched(coordinator_module, "make_kubernetes_backend", lambda **_: backend),
-    ):
-        ctx = testing.Context(charm.MeshCoordinatorCharm, app_name=COORDINATOR)
-        previous_bags: list[dict[str, str]] | None = None
-        for number in range(1, hooks + 1):
-            state = _reordered(state, rng)
-            mtime = config_file.stat().st_mtime_ns if config_file.exists() else None
-            reloads_before = len(ctx.exec_history.get("nginx", []))
-            state = ctx.run(ctx.on.update_status(), state)
-            bags = _cluster_databags(state)
-            figures.append(
-                HookFigures(
-                    number=number,
-                    event="update-status",
-                    config_written=config_file.exists() and config_file.stat().st_mtime_ns != mtime,
-                    reloads=sum(
-                        1
-                        for args in ctx.exec_history.get("nginx", [])[reloads_before:]
-                        if list(args.command) == ["nginx", "-s", "reload"]
-                    ),
-                    databag_changed=bags != previous_bags,
-                    status=status_text(state.unit_status),
-                )
+    charm_type = coordinator_charm_type(
+        kubernetes=backend, resolv_conf=str(resolv_conf(workdir, MODEL))
+    )
+    ctx = testing.Context(charm_type, app_name=COORDINATOR)
+    previous_bags: list[dict[str, str]] | None = None
+    for number in range(1, hooks + 1):
+        state = _reordered(state, rng)
+        mtime = config_file.stat().st_mtime_ns if config_file.exists() else None
+        reloads_before = len(ctx.exec_history.get("nginx", []))
+        state = ctx.run(ctx.on.update_status(), state)
+        bags = _cluster_databags(state)
+        figures.append(
+            HookFigures(
+                number=number,
+                event="update-status",
+                config_written=config_file.exists() and config_file.stat().st_mtime_ns != mtime,
+                reloads=sum(
+                    1
+                    for args in ctx.exec_history.get("nginx", [])[reloads_before:]
+                    if list(args.command) == ["nginx", "-s", "reload"]
+                ),
+                databag_changed=bags != previous_bags,
+                status=status_text(state.unit_status),
             )
-            previous_bags = bags
+        )
+        previous_bags = bags
     return figures
 
 

@@ -2,7 +2,7 @@
 """A worker of a coordinated-worker cluster whose workload is Prometheus 2.
 
 Everything generic (joining the cluster, the pod labels, Pebble log forwarding to the proxied Loki
-URLs, statuses) is done by :class:`coordinated_mesh.worker.Worker` on every hook; this charm has no
+URLs, statuses) is done by :class:`coordinated_mesh.Worker` on every hook; this charm has no
 mesh-specific code. What is here is specific to Prometheus:
 
 * :class:`MeshWorkerCharm`: a ``Worker`` and :meth:`~MeshWorkerCharm.configure_prometheus`, which
@@ -20,13 +20,12 @@ expose ``/-/quit`` to every peer that may reach port 9090.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import ops
 import yaml
-from coordinated_mesh.parse import parse_http_url
-from coordinated_mesh.worker.worker import Worker, WorkerContext
+from coordinated_mesh import Worker, WorkerContext, parse_http_url, push_and_reload
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +45,10 @@ OWNED_KEYS = ("remote_write", "scrape_configs", "tracing")
 class MeshWorkerCharm(ops.CharmBase):
     """The mesh worker: a :class:`Worker` and its Prometheus workload."""
 
+    labels_backend_factory: ClassVar[Callable[..., Any] | None] = None
+    """The Kubernetes labels seam: ``None`` is the cluster the charm runs in; tests set a fake on
+    a subclass."""
+
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
         self.worker = Worker(
@@ -54,6 +57,7 @@ class MeshWorkerCharm(ops.CharmBase):
             metrics_port=PORT,
             role=lambda: str(self.config.get("role", "all")),
             configure_workload=self.configure_prometheus,
+            labels_backend_factory=self.labels_backend_factory,
         )
 
     def configure_prometheus(self, context: WorkerContext) -> list[str]:
@@ -69,32 +73,20 @@ class MeshWorkerCharm(ops.CharmBase):
             tracing=tracing,
         )
         container = context.container
-        changed = _pull(container, CONFIG_PATH) != text
-        if changed:
-            container.push(CONFIG_PATH, text, make_dirs=True)
-            logger.info("prometheus.yml changed (%d bytes)", len(text))
-        layer = ops.pebble.Layer(prometheus_layer())
-        planned = container.get_plan().services.get(SERVICE)
-        running = _running(container)
-        if planned != layer.services[SERVICE] or not running:
-            container.add_layer(SERVICE, layer, combine=True)
-            container.replan()
-        elif changed:
+
+        def reload() -> None:
             container.send_signal("SIGHUP", SERVICE)  # Prometheus re-reads prometheus.yml
             logger.info("sent SIGHUP to prometheus to reload its configuration")
+
+        push_and_reload(
+            container,
+            path=CONFIG_PATH,
+            text=text,
+            layer_label=SERVICE,
+            layer=prometheus_layer(),
+            reload=reload,
+        )
         return notes + base_notes
-
-
-def _pull(container: ops.Container, path: str) -> str | None:
-    try:
-        return container.pull(path).read()
-    except (ops.pebble.PathError, ops.pebble.ProtocolError):
-        return None
-
-
-def _running(container: ops.Container) -> bool:
-    services = container.get_services(SERVICE)
-    return SERVICE in services and services[SERVICE].is_running()
 
 
 def prometheus_layer() -> ops.pebble.LayerDict:

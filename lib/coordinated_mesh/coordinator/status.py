@@ -1,15 +1,9 @@
-"""What the coordinator tells the operator: statuses computed from what one reconcile observed.
+"""What the coordinator tells the operator: statuses from what one reconcile observed (pure).
 
-A pure module. :class:`Observations` is filled while the coordinator reconciles;
-:func:`unit_statuses` turns it into the statuses to add in ``collect-status``, most important first.
-Every non-active status names what is wrong *and* the command or step that fixes it.
-
-Leaving the mesh is not a problem to fix: while cluster pods are still enrolled, the leader keeps
-the cluster-internal policies and says so in its *active* status (:class:`DrainStatus`), e.g.
-``1 worker app (2 units), mesh removed: keeping 3 internal policies until 2 pods leave the mesh``.
-The cluster works meanwhile, nothing is asked of the operator while the pods roll, and a namespace
-that stays labelled for the mesh may keep them enrolled indefinitely, which is a steady state
-rather than maintenance; a maintenance status would also hide the waiting statuses below it.
+:func:`unit_statuses` turns :class:`Observations` into the statuses to add in ``collect-status``,
+most important first; every non-active status names what is wrong and the command that fixes it.
+Leaving the mesh is reported in the *active* status (:class:`DrainStatus`); why:
+``docs/explanation/joining-and-leaving-the-mesh.md``.
 """
 
 from __future__ import annotations
@@ -19,27 +13,21 @@ import enum
 
 import ops
 
-from coordinated_mesh.parse import Problem
+from coordinated_mesh.charm.hints import integrate_hint, trust_hint
+from coordinated_mesh.parse import Problem, shorten
+from coordinated_mesh.relations.endpoints import CoordinatorEndpoints
 
 __all__ = [
     "DrainStatus",
-    "KubernetesProblem",
-    "KubernetesProblemKind",
+    "KubernetesFailure",
+    "KubernetesFailureKind",
     "Observations",
     "active_summary",
     "unit_statuses",
 ]
 
-_MAX_DETAIL = 120
 
-
-def _short(text: str, limit: int = _MAX_DETAIL) -> str:
-    """``text`` on one line, at most ``limit`` characters."""
-    one_line = " ".join(text.split())
-    return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
-
-
-class KubernetesProblemKind(enum.Enum):
+class KubernetesFailureKind(enum.Enum):
     """The classes of Kubernetes failure an operator acts on differently."""
 
     forbidden = "forbidden"
@@ -51,10 +39,10 @@ class KubernetesProblemKind(enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True)
-class KubernetesProblem:
+class KubernetesFailure:
     """A Kubernetes failure met during a reconcile (it was logged; the hook did not fail)."""
 
-    kind: KubernetesProblemKind
+    kind: KubernetesFailureKind
     detail: str
     """The error message, for the log and the API-error status."""
 
@@ -77,6 +65,8 @@ class Observations:
 
     app_name: str
     is_leader: bool
+    endpoints: CoordinatorEndpoints = dataclasses.field(default_factory=CoordinatorEndpoints)
+    """The charm's endpoint names, used in the status texts."""
     worker_apps: int = 0
     worker_units: int = 0
     mesh_related: bool = False
@@ -88,12 +78,13 @@ class Observations:
     """Cluster-internal policies wanted (leader only; ``None`` when not computed)."""
     draining: DrainStatus | None = None
     """Off the mesh, the policies kept for pods still enrolled (leader only; ``None``: none)."""
-    kubernetes: list[KubernetesProblem] = dataclasses.field(default_factory=list[KubernetesProblem])
+    kubernetes: list[KubernetesFailure] = dataclasses.field(default_factory=list[KubernetesFailure])
     relations: list[Problem] = dataclasses.field(default_factory=list[Problem])
     workload: list[str] = dataclasses.field(default_factory=list[str])
     """Containers that could not be configured yet (Pebble not ready), by name."""
     proxy: list[str] = dataclasses.field(default_factory=list[str])
-    """Problems of the telemetry proxy's own inputs (e.g. no DNS resolver)."""
+    """Problems of the telemetry proxy's own inputs and workload (no DNS resolver, a failed
+    reload)."""
 
     @property
     def mesh_active(self) -> bool:
@@ -133,19 +124,18 @@ def active_summary(obs: Observations) -> str:
     return ", ".join(parts)
 
 
-def _kubernetes_status(obs: Observations, problem: KubernetesProblem) -> ops.StatusBase:
-    if problem.kind is KubernetesProblemKind.forbidden:
+def _kubernetes_status(obs: Observations, problem: KubernetesFailure) -> ops.StatusBase:
+    if problem.kind is KubernetesFailureKind.forbidden:
         return ops.BlockedStatus(
-            "not allowed to manage its Kubernetes objects: "
-            f"run juju trust {obs.app_name} --scope=cluster"
+            f"not allowed to manage its Kubernetes objects: run {trust_hint(obs.app_name)}"
         )
-    if problem.kind is KubernetesProblemKind.crd_missing:
+    if problem.kind is KubernetesFailureKind.crd_missing:
         return ops.BlockedStatus(
             "Istio AuthorizationPolicy CRD missing: deploy istio-k8s (--trust) "
-            "or remove the service-mesh relation"
+            f"or remove the {obs.endpoints.mesh} relation"
         )
     return ops.WaitingStatus(
-        f"Kubernetes API error, retrying on the next hook: {_short(problem.detail, 80)}"
+        f"Kubernetes API error, retrying on the next hook: {shorten(problem.detail, 80)}"
     )
 
 
@@ -155,7 +145,8 @@ def unit_statuses(obs: Observations) -> list[ops.StatusBase]:
     ops keeps the highest priority (blocked > waiting > active); among equals, the first added.
     """
     statuses: list[ops.StatusBase] = []
-    seen: set[KubernetesProblemKind] = set()
+    cluster = obs.endpoints.cluster
+    seen: set[KubernetesFailureKind] = set()
     for problem in obs.kubernetes:
         if problem.kind not in seen:
             seen.add(problem.kind)
@@ -163,19 +154,19 @@ def unit_statuses(obs: Observations) -> list[ops.StatusBase]:
     if obs.worker_apps == 0:
         statuses.append(
             ops.BlockedStatus(
-                f"no workers: run juju integrate {obs.app_name}:cluster <worker-app>:cluster"
+                "no workers: run " + integrate_hint(obs.app_name, cluster, "<worker-app>", cluster)
             )
         )
     statuses.extend(
         ops.BlockedStatus(
-            _short(f"invalid data on relation {p.endpoint} ({p.item}): {p.reason}", 160)
+            shorten(f"invalid data on relation {p.endpoint} ({p.item}): {p.reason}", 160)
         )
         for p in obs.relations
     )
-    statuses.extend(ops.BlockedStatus(_short(f"telemetry proxy: {p}", 160)) for p in obs.proxy)
+    statuses.extend(ops.BlockedStatus(shorten(f"telemetry proxy: {p}", 160)) for p in obs.proxy)
     if obs.mesh_related and not obs.mesh_ready:
         reason = obs.mesh_problem or "the beacon has not published its labels yet"
-        statuses.append(ops.WaitingStatus(_short(f"waiting for service-mesh: {reason}")))
+        statuses.append(ops.WaitingStatus(shorten(f"waiting for {obs.endpoints.mesh}: {reason}")))
     statuses.extend(ops.WaitingStatus(f"waiting for the {name} container") for name in obs.workload)
     statuses.append(ops.ActiveStatus(active_summary(obs)))
     return statuses

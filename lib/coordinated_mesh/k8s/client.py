@@ -20,6 +20,8 @@ import contextlib
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
+from coordinated_mesh.charm.hints import trust_hint
+
 if TYPE_CHECKING:
     from lightkube import Client
 
@@ -33,7 +35,6 @@ __all__ = [
     "api_errors",
     "make_client",
     "translate_api_error",
-    "trust_hint",
 ]
 
 MANAGED_BY = "coordinated-mesh"
@@ -55,11 +56,6 @@ class ForbiddenError(KubernetesError):
 
 class CRDMissingError(KubernetesError):
     """A custom resource kind is not served by the API server (its CRD is not installed)."""
-
-
-def trust_hint(app_name: str) -> str:
-    """The command that grants ``app_name`` the Kubernetes access this library needs."""
-    return f"juju trust {app_name} --scope=cluster"
 
 
 def translate_api_error(

@@ -128,10 +128,10 @@ class ServiceMeshConsumer(ops.Object):
     Args:
         charm: the charm using the mesh.
         policies: who may reach us, declared per relation endpoint.
-        mesh_relation_name: the ``service_mesh`` requirer endpoint (``limit: 1``).
-        cross_model_mesh_requires_name: the ``cross_model_mesh`` requirer endpoint, where we tell
+        mesh_endpoint: the ``service_mesh`` requirer endpoint (``limit: 1``).
+        cross_model_mesh_requires_endpoint: the ``cross_model_mesh`` requirer endpoint, where we tell
             cross-model servers who we are.
-        cross_model_mesh_provides_name: the ``cross_model_mesh`` provider endpoint, where
+        cross_model_mesh_provides_endpoint: the ``cross_model_mesh`` provider endpoint, where
             cross-model clients tell us who they are.
 
     Raises:
@@ -144,15 +144,15 @@ class ServiceMeshConsumer(ops.Object):
         charm: ops.CharmBase,
         *,
         policies: Sequence[AppPolicy | UnitPolicy],
-        mesh_relation_name: str = "service-mesh",
-        cross_model_mesh_requires_name: str = "require-cmr-mesh",
-        cross_model_mesh_provides_name: str = "provide-cmr-mesh",
+        mesh_endpoint: str = "service-mesh",
+        cross_model_mesh_requires_endpoint: str = "require-cmr-mesh",
+        cross_model_mesh_provides_endpoint: str = "provide-cmr-mesh",
     ):
-        super().__init__(charm, f"service-mesh-consumer-{mesh_relation_name}")
+        super().__init__(charm, f"service-mesh-consumer-{mesh_endpoint}")
         self._charm = charm
-        self._mesh_relation_name = mesh_relation_name
-        self._cmr_requires_name = cross_model_mesh_requires_name
-        self._cmr_provides_name = cross_model_mesh_provides_name
+        self._mesh_endpoint = mesh_endpoint
+        self._cmr_requires_endpoint = cross_model_mesh_requires_endpoint
+        self._cmr_provides_endpoint = cross_model_mesh_provides_endpoint
         self._policies = tuple(policies)
         for policy in self._policies:
             if not isinstance(policy, AppPolicy | UnitPolicy):
@@ -170,9 +170,9 @@ class ServiceMeshConsumer(ops.Object):
 
     def _check_endpoints(self) -> None:
         relations = {
-            self._mesh_relation_name: "mesh_relation_name",
-            self._cmr_requires_name: "cross_model_mesh_requires_name",
-            self._cmr_provides_name: "cross_model_mesh_provides_name",
+            self._mesh_endpoint: "mesh_endpoint",
+            self._cmr_requires_endpoint: "cross_model_mesh_requires_endpoint",
+            self._cmr_provides_endpoint: "cross_model_mesh_provides_endpoint",
         }
         relations.update({p.relation: f"the policy for {p.relation!r}" for p in self._policies})
         require_declared(self._charm, relations=relations)
@@ -180,12 +180,12 @@ class ServiceMeshConsumer(ops.Object):
     def _observe(self) -> None:
         on = self._charm.on
         publish_on: list[ops.BoundEvent] = [
-            on[self._mesh_relation_name].relation_created,
-            on[self._mesh_relation_name].relation_joined,
-            on[self._mesh_relation_name].relation_changed,
-            on[self._cmr_provides_name].relation_created,
-            on[self._cmr_provides_name].relation_changed,
-            on[self._cmr_provides_name].relation_broken,
+            on[self._mesh_endpoint].relation_created,
+            on[self._mesh_endpoint].relation_joined,
+            on[self._mesh_endpoint].relation_changed,
+            on[self._cmr_provides_endpoint].relation_created,
+            on[self._cmr_provides_endpoint].relation_changed,
+            on[self._cmr_provides_endpoint].relation_broken,
             on.leader_elected,
             on.upgrade_charm,
         ]
@@ -201,8 +201,8 @@ class ServiceMeshConsumer(ops.Object):
                 seen.add(bound.event_kind)
                 self.framework.observe(bound, self._on_policy_inputs_changed)
         for bound in (
-            on[self._cmr_requires_name].relation_created,
-            on[self._cmr_requires_name].relation_joined,
+            on[self._cmr_requires_endpoint].relation_created,
+            on[self._cmr_requires_endpoint].relation_joined,
             on.leader_elected,
             on.upgrade_charm,
         ):
@@ -220,7 +220,7 @@ class ServiceMeshConsumer(ops.Object):
     @property
     def enabled(self) -> bool:
         """Whether the charm is related to a mesh (whether or not the beacon's data is ready)."""
-        return bool(self.model.relations[self._mesh_relation_name])
+        return bool(self.model.relations[self._mesh_endpoint])
 
     @property
     def ready(self) -> bool:
@@ -250,8 +250,8 @@ class ServiceMeshConsumer(ops.Object):
         return None if data is None else data.mesh_type
 
     def _provider_state(self) -> _ProviderState:
-        relations = self.model.relations[self._mesh_relation_name]
-        name = self._mesh_relation_name
+        relations = self.model.relations[self._mesh_endpoint]
+        name = self._mesh_endpoint
         if not relations:
             return _ProviderState()
         if len(relations) > 1:
@@ -294,7 +294,7 @@ class ServiceMeshConsumer(ops.Object):
             logger.debug(
                 "mesh %s ready on relation %r, labels %s",
                 state.data.mesh_type,
-                self._mesh_relation_name,
+                self._mesh_endpoint,
                 json.dumps(state.data.labels, sort_keys=True),
             )
         elif state.waiting:
@@ -337,7 +337,7 @@ class ServiceMeshConsumer(ops.Object):
     def _cross_model_sources(self) -> tuple[dict[str, RelationPeer], list[str]]:
         sources: dict[str, RelationPeer] = {}
         problems: list[str] = []
-        for relation in self.model.relations[self._cmr_provides_name]:
+        for relation in self.model.relations[self._cmr_provides_endpoint]:
             remote = relation.app.name
             try:
                 items = tuple(sorted(relation.data[relation.app].items()))
@@ -356,7 +356,9 @@ class ServiceMeshConsumer(ops.Object):
         return sources, problems
 
     def _cmr_problem(self, remote: str, detail: str) -> str:
-        return f"invalid cmr_data from {remote} on relation {self._cmr_provides_name!r}: {detail}"
+        return (
+            f"invalid cmr_data from {remote} on relation {self._cmr_provides_endpoint!r}: {detail}"
+        )
 
     def _read_cmr_data(self, snapshot: _Snapshot, remote: str) -> CrossModelMeshInfo | str:
         cached = self._cmr_cache.get(snapshot)
@@ -382,7 +384,7 @@ class ServiceMeshConsumer(ops.Object):
         """
         if not self._charm.unit.is_leader():
             return False
-        relations = self.model.relations[self._mesh_relation_name]
+        relations = self.model.relations[self._mesh_endpoint]
         if not relations:
             return False
         wanted = policies_to_json(self.mesh_policies())
@@ -410,6 +412,6 @@ class ServiceMeshConsumer(ops.Object):
             )
         )
         changed = False
-        for relation in self.model.relations[self._cmr_requires_name]:
+        for relation in self.model.relations[self._cmr_requires_endpoint]:
             changed = data.write(relation.data[self._charm.app]) or changed
         return changed

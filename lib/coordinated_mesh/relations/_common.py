@@ -60,7 +60,7 @@ def write_changed(databag: MutableMapping[str, str], values: Mapping[str, str | 
 
 def write_provider_data(
     model: ops.Model,
-    relation_name: str,
+    endpoint: str,
     *,
     unit_data: Mapping[str, str | None],
     app_data: Mapping[str, str | None],
@@ -72,7 +72,7 @@ def write_provider_data(
     """
     leader = model.unit.is_leader()
     changed = False
-    for relation in sorted(model.relations[relation_name], key=lambda r: r.id):
+    for relation in sorted(model.relations[endpoint], key=lambda r: r.id):
         changed |= write_changed(relation.data[model.unit], unit_data)
         if leader:
             changed |= write_changed(relation.data[model.app], app_data)

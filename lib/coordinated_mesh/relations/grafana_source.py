@@ -33,7 +33,7 @@ from coordinated_mesh.relations._common import dumps, write_provider_data
 
 __all__ = [
     "APP_KEY",
-    "DEFAULT_RELATION_NAME",
+    "DEFAULT_ENDPOINT",
     "UNIT_KEY",
     "GrafanaSourceData",
     "provider_app_databag",
@@ -41,7 +41,7 @@ __all__ = [
     "publish_grafana_source",
 ]
 
-DEFAULT_RELATION_NAME = "grafana-source"
+DEFAULT_ENDPOINT = "grafana-source"
 APP_KEY = "grafana_source_data"
 UNIT_KEY = "grafana_source_host"
 
@@ -83,7 +83,7 @@ def publish_grafana_source(
     *,
     url: str | None,
     source_type: str,
-    relation_name: str = DEFAULT_RELATION_NAME,
+    endpoint: str = DEFAULT_ENDPOINT,
 ) -> bool:
     """Publish the datasource on every ``grafana-source`` relation; return whether anything changed.
 
@@ -94,7 +94,7 @@ def publish_grafana_source(
         model: the charm's model (``self.model``).
         url: the datasource URL (the same on every unit), or ``None`` while there is none.
         source_type: the Grafana datasource type (``prometheus``).
-        relation_name: the endpoint name.
+        endpoint: the endpoint name.
 
     Raises:
         ValueError: ``url`` or ``source_type`` is invalid (a charm bug, not remote data).
@@ -106,4 +106,4 @@ def publish_grafana_source(
         )
     except pydantic.ValidationError as e:
         raise ValueError(f"invalid Grafana datasource: {e}") from None
-    return write_provider_data(model, relation_name, unit_data=unit_data, app_data=app_data)
+    return write_provider_data(model, endpoint, unit_data=unit_data, app_data=app_data)

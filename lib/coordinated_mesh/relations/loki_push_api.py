@@ -28,14 +28,14 @@ from coordinated_mesh.relations._common import (
 )
 
 __all__ = [
-    "DEFAULT_RELATION_NAME",
+    "DEFAULT_ENDPOINT",
     "TopologyMetadata",
     "parse_loki_unit_databag",
     "publish_loki_metadata",
     "read_loki_push_urls",
 ]
 
-DEFAULT_RELATION_NAME = "logging"
+DEFAULT_ENDPOINT = "logging"
 
 
 def parse_loki_unit_databag(databag: Mapping[str, str]) -> str | None:
@@ -63,7 +63,7 @@ def publish_loki_metadata(
     *,
     charm_name: str,
     alert_rules: Mapping[str, Any] | None = None,
-    relation_name: str = DEFAULT_RELATION_NAME,
+    endpoint: str = DEFAULT_ENDPOINT,
 ) -> bool:
     """Publish our topology (and optional LogQL rules) to every Loki; leader only.
 
@@ -76,6 +76,6 @@ def publish_loki_metadata(
         "alert_rules": None if alert_rules is None else dumps(dict(alert_rules)),
     }
     changed = False
-    for relation in sorted(model.relations[relation_name], key=lambda r: r.id):
+    for relation in sorted(model.relations[endpoint], key=lambda r: r.id):
         changed |= write_changed(relation.data[model.app], values)
     return changed

@@ -30,7 +30,7 @@ from coordinated_mesh.relations._common import TopologyMetadata, dumps, write_pr
 
 __all__ = [
     "ALLOWED_JOB_KEYS",
-    "DEFAULT_RELATION_NAME",
+    "DEFAULT_ENDPOINT",
     "TopologyMetadata",
     "provider_app_databag",
     "provider_unit_databag",
@@ -40,7 +40,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RELATION_NAME = "metrics-endpoint"
+DEFAULT_ENDPOINT = "metrics-endpoint"
 
 ALLOWED_JOB_KEYS = frozenset(
     {
@@ -108,7 +108,7 @@ def publish_scrape_jobs(
     charm_name: str,
     unit_address: str,
     alert_rules: Mapping[str, Any] | None = None,
-    relation_name: str = DEFAULT_RELATION_NAME,
+    endpoint: str = DEFAULT_ENDPOINT,
 ) -> bool:
     """Publish scrape jobs on every ``metrics-endpoint`` relation; return whether anything changed.
 
@@ -121,10 +121,10 @@ def publish_scrape_jobs(
         charm_name: this charm's name, for ``scrape_metadata``.
         unit_address: this unit's address (its FQDN), where ``*:PORT`` targets point.
         alert_rules: ``{"groups": [...]}``; ``None`` publishes ``{}``.
-        relation_name: the endpoint name.
+        endpoint: the endpoint name.
     """
     app_data = provider_app_databag(
         jobs, TopologyMetadata.from_model(model, charm_name=charm_name), alert_rules
     )
     unit_data = provider_unit_databag(unit_name=model.unit.name, unit_address=unit_address)
-    return write_provider_data(model, relation_name, unit_data=unit_data, app_data=app_data)
+    return write_provider_data(model, endpoint, unit_data=unit_data, app_data=app_data)

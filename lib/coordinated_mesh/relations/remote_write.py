@@ -18,12 +18,12 @@ from coordinated_mesh.parse import Problem
 from coordinated_mesh.relations._common import parse_unit_url, read_unit_urls
 
 __all__ = [
-    "DEFAULT_RELATION_NAME",
+    "DEFAULT_ENDPOINT",
     "parse_remote_write_unit_databag",
     "read_remote_write_urls",
 ]
 
-DEFAULT_RELATION_NAME = "send-remote-write"
+DEFAULT_ENDPOINT = "send-remote-write"
 
 
 def parse_remote_write_unit_databag(databag: Mapping[str, str]) -> str | None:

@@ -81,7 +81,7 @@ class ProviderReceiver(pydantic.BaseModel):
 
 
 def parse_provider_receivers(
-    databag: Mapping[str, str], *, relation_name: str
+    databag: Mapping[str, str], *, endpoint: str
 ) -> tuple[dict[str, str], list[Problem]]:
     """The valid receivers in a provider application databag: protocol -> URL (pure).
 
@@ -93,19 +93,17 @@ def parse_provider_receivers(
     try:
         raw = load_json_value(databag, "receivers")
     except ValueError as e:
-        return {}, [Problem(relation_name, "receivers", str(e))]
+        return {}, [Problem(endpoint, "receivers", str(e))]
     if raw is None:
         return {}, []
     if not isinstance(raw, list):
-        return {}, [Problem(relation_name, "receivers", "expected a JSON list")]
+        return {}, [Problem(endpoint, "receivers", "expected a JSON list")]
     receivers: dict[str, str] = {}
     for index, item in enumerate(raw[:64]):
         try:
             receiver = ProviderReceiver.model_validate(item)
         except pydantic.ValidationError as e:
-            problems.append(
-                Problem(relation_name, f"receivers[{index}]", describe_validation_error(e))
-            )
+            problems.append(Problem(endpoint, f"receivers[{index}]", describe_validation_error(e)))
             continue
         name = receiver.protocol.name
         transport = TRANSPORT_BY_PROTOCOL.get(name)
@@ -120,7 +118,7 @@ def parse_provider_receivers(
                 else parse_grpc_address(receiver.url)
             )
         except ValueError as e:
-            problems.append(Problem(relation_name, name, str(e)))
+            problems.append(Problem(endpoint, name, str(e)))
             continue
         receivers[name] = str(url)
     return dict(sorted(receivers.items())), problems
@@ -143,7 +141,7 @@ def read_tracing_receivers(
         except ops.ModelError as e:
             problems.append(Problem(relation.name, relation.app.name, f"cannot read: {e}"))
             continue
-        found, found_problems = parse_provider_receivers(databag, relation_name=relation.name)
+        found, found_problems = parse_provider_receivers(databag, endpoint=relation.name)
         problems += found_problems
         for protocol, url in found.items():
             receivers.setdefault(protocol, url)
@@ -152,10 +150,10 @@ def read_tracing_receivers(
 
 def request_tracing_protocols(
     model: ops.Model,
-    relation_name: str,
+    endpoint: str,
     protocols: Sequence[str] = DEFAULT_PROTOCOLS,
 ) -> bool:
-    """Ask the tracing provider(s) on ``relation_name`` for these receivers; leader only.
+    """Ask the tracing provider(s) on ``endpoint`` for these receivers; leader only.
 
     Writes ``receivers`` (sorted, deduplicated) only where it changes. Returns whether anything was
     written (always ``False`` on non-leaders).
@@ -170,6 +168,6 @@ def request_tracing_protocols(
         return False
     value: dict[str, str | None] = {"receivers": dumps(sorted(set(protocols)))}
     changed = False
-    for relation in sorted(model.relations[relation_name], key=lambda r: r.id):
+    for relation in sorted(model.relations[endpoint], key=lambda r: r.id):
         changed |= write_changed(relation.data[model.app], value)
     return changed

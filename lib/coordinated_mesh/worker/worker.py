@@ -1,56 +1,9 @@
-"""A worker of a coordinated-worker cluster: one holistic reconcile on every hook.
+"""A worker of a coordinated-worker cluster: it applies what its coordinator sends, every hook.
 
-A worker charm creates one :class:`Worker` in its constructor and configures its workload in a
-callback::
-
-    class MyWorkerCharm(ops.CharmBase):
-        def __init__(self, framework: ops.Framework):
-            super().__init__(framework)
-            self.worker = Worker(
-                self,
-                container_name="prometheus",
-                metrics_port=9090,
-                role=lambda: str(self.config["role"]),
-                configure_workload=self._configure,
-            )
-
-        def _configure(self, context: WorkerContext) -> list[str]:
-            ...  # render the workload's configuration from context.worker_config and
-            ...  # context.telemetry, push it, (re)start the service; return notes for the status
-
-The worker has no mesh-specific code: the coordinator decides the labels its pods carry (cluster
-membership, and mesh enrolment while the cluster is on the mesh) and hands out *proxied*
-telemetry URLs; the worker applies what it receives.
-
-On every Juju event (``collect-status``, actions and ``remove`` excepted) :meth:`Worker.reconcile`
-
-every unit
-    publishes the unit's Juju topology, address (its FQDN) and metrics endpoint in its unit
-    databag of the ``cluster`` relation; keeps the Pebble log forwarding layer of the workload
-    container pointing at the proxied Loki URLs (one ``loki`` log target per URL; a target no
-    longer wanted is stopped with ``services: ["-all"]``); calls ``configure_workload``;
-the leader only
-    publishes the role in the application databag, and makes the coordinator's ``worker_labels``
-    the labels it manages on its application's StatefulSet (pod template) and Service.
-
-Every write happens only when something differs. What happens when the coordinator's data is
-not usable:
-
-* **related, data missing or invalid**: nothing received is changed. The workload keeps its
-  configuration and log targets; the leader re-applies the labels it applied last (as remembered
-  in Kubernetes), so a Juju reset of the StatefulSet is healed, but it never drops them: dropping
-  and re-adding labels would roll every pod twice. Status: waiting, with the reason.
-* **no coordinator** (never related, or the relation is broken): the worker leaves the cluster.
-  Log forwarding stops, the workload is configured with no telemetry URLs and no configuration,
-  and the leader **removes the labels it manages**: a worker outside the cluster must neither
-  claim membership (``app.kubernetes.io/part-of``) nor stay enrolled in a mesh whose policies no
-  longer cover it, where hardened mode would deny all its traffic. Labels set by others stay.
-  Status: blocked, naming the ``juju integrate`` command.
-
-Kubernetes failures never fail a hook: a 403 (deployed without ``--trust``) is a blocked status
-naming ``juju trust <app> --scope=cluster``; other API errors are a waiting status, retried on the
-next hook. Invalid items in the coordinator's data (a malformed URL) are dropped and named in a
-waiting status; the rest keeps working.
+A worker charm creates one :class:`Worker` and configures its workload in a callback; see
+``docs/how-to/add-mesh-support.md``. The worker has no mesh logic of its own: the coordinator
+decides its pods' labels and hands it proxied telemetry URLs. What happens when the coordinator's
+data is missing, invalid or gone: ``docs/explanation/worker.md``.
 """
 
 from __future__ import annotations
@@ -58,15 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
 
 import ops
 import pydantic
 
 from coordinated_mesh.charm.metadata import require_declared
-from coordinated_mesh.k8s.client import AppClient, ClientFactory, ForbiddenError, KubernetesError
-from coordinated_mesh.k8s.labels import AppLabels
-from coordinated_mesh.parse import is_dns_name, show, unit_fqdn
+from coordinated_mesh.charm.reconciler import Reconciler
+from coordinated_mesh.k8s.client import ClientFactory, ForbiddenError, KubernetesError
+from coordinated_mesh.parse import parse_cluster_domain, show, unit_fqdn
 from coordinated_mesh.relations.cluster import (
     DEFAULT_ROLE,
     CoordinatorAppData,
@@ -78,32 +30,17 @@ from coordinated_mesh.relations.cluster import (
     parse_proxied_telemetry,
 )
 from coordinated_mesh.relations.databag import DatabagError
+from coordinated_mesh.worker.kubernetes import LabelsBackend, make_labels_backend
 from coordinated_mesh.worker.log_forwarding import (
     LAYER_LABEL,
     log_forwarding_layer,
     log_target_labels,
 )
+from coordinated_mesh.worker.status import WorkerObservations, worker_statuses
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = [
-    "LabelsBackend",
-    "Worker",
-    "WorkerContext",
-    "WorkerObservations",
-    "make_labels_backend",
-    "worker_statuses",
-]
+__all__ = ["ConfigureWorkload", "Worker", "WorkerContext"]
 
 logger = logging.getLogger(__name__)
-
-_MAX_DETAIL = 120
-
-
-def _short(text: str, limit: int = _MAX_DETAIL) -> str:
-    one_line = " ".join(text.split())
-    return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -146,108 +83,7 @@ ConfigureWorkload = Callable[[WorkerContext], Iterable[str] | None]
 """Configures the workload; returns notes shown in the active status (problems it worked around)."""
 
 
-# --- Kubernetes: one narrow seam ------------------------------------------------------------------
-
-
-class LabelsBackend(Protocol):
-    """The worker's labels in Kubernetes. Methods raise only ``KubernetesError`` (and subclasses)."""
-
-    def reconcile_labels(self, labels: Mapping[str, str]) -> bool:
-        """Make ``labels`` the labels managed on our StatefulSet and Service; True if it wrote."""
-        ...
-
-    def managed_labels(self) -> dict[str, str]:
-        """The labels applied last (``{}`` when none)."""
-        ...
-
-
-def make_labels_backend(
-    *, app_name: str, namespace: str, client_factory: ClientFactory | None = None
-) -> LabelsBackend:
-    """The production backend (the seam ``ops.testing`` tests replace with a fake)."""
-    return AppLabels(AppClient(app_name=app_name, namespace=namespace, factory=client_factory))
-
-
-# --- Statuses (pure) -----------------------------------------------------------------------------
-
-
-@dataclass
-class WorkerObservations:
-    """What one reconcile saw, the input of :func:`worker_statuses`."""
-
-    app_name: str
-    endpoint: str = "cluster"
-    coordinator: str | None = None
-    """The related coordinator application (``None``: not related)."""
-    data_problem: str | None = None
-    """Why the coordinator's data is not usable (missing or invalid); ``None`` when it is."""
-    item_problems: list[str] = field(default_factory=list[str])
-    """Items of the coordinator's data that were dropped, and why."""
-    role: str = DEFAULT_ROLE
-    role_problem: str | None = None
-    forbidden: bool = False
-    """The Kubernetes API answered 403: the application is not trusted."""
-    kubernetes_error: str | None = None
-    workload_problem: str | None = None
-    """Why the workload container could not be configured (``None``: it was, or it was kept)."""
-    notes: list[str] = field(default_factory=list[str])
-    """What ``configure_workload`` reported."""
-
-
-def worker_statuses(obs: WorkerObservations) -> list[ops.StatusBase]:
-    """The statuses to add in ``collect-status``, most important first (never empty).
-
-    ops keeps the highest priority (blocked > waiting > active); among equals, the first added.
-    Every non-active status says what is wrong and what fixes it.
-    """
-    statuses: list[ops.StatusBase] = []
-    if obs.forbidden:
-        statuses.append(
-            ops.BlockedStatus(
-                f"not allowed to label its pods: run juju trust {obs.app_name} --scope=cluster"
-            )
-        )
-    if obs.coordinator is None:
-        statuses.append(
-            ops.BlockedStatus(
-                f"relate to a coordinator: juju integrate {obs.app_name}:{obs.endpoint} "
-                f"<coordinator>:{obs.endpoint}"
-            )
-        )
-    if obs.role_problem is not None:
-        statuses.append(ops.BlockedStatus(_short(f"invalid role config: {obs.role_problem}")))
-    if obs.coordinator is not None and obs.data_problem is not None:
-        statuses.append(
-            ops.WaitingStatus(
-                _short(
-                    f"waiting for {obs.coordinator} on relation {obs.endpoint}: {obs.data_problem}",
-                    160,
-                )
-            )
-        )
-    statuses.extend(
-        ops.WaitingStatus(_short(f"ignoring invalid data on relation {obs.endpoint}: {p}", 160))
-        for p in obs.item_problems
-    )
-    if obs.kubernetes_error is not None:
-        statuses.append(
-            ops.WaitingStatus(
-                _short(
-                    f"Kubernetes API error, retrying on the next hook: {obs.kubernetes_error}", 160
-                )
-            )
-        )
-    if obs.workload_problem is not None:
-        statuses.append(ops.WaitingStatus(_short(obs.workload_problem)))
-    summary = f"coordinator: {obs.coordinator or 'none'}, role: {obs.role}"
-    statuses.append(ops.ActiveStatus(_short("; ".join([summary, *obs.notes]), 160)))
-    return statuses
-
-
-# --- The worker ------------------------------------------------------------------------------------
-
-
-class Worker(ops.Object):
+class Worker(Reconciler[LabelsBackend]):
     """Joins a coordinated-worker cluster and applies what its coordinator sends.
 
     Args:
@@ -256,7 +92,7 @@ class Worker(ops.Object):
         metrics_port: where the workload serves its Prometheus metrics (published to the
             coordinator, which scrapes it through its proxy).
         metrics_path: the metrics path.
-        endpoint: the ``cluster`` relation (requires, limit 1).
+        cluster_endpoint: the ``cluster`` relation (requires, limit 1).
         role: the role of this application, or a callable returning it (read on every hook, for
             example from the charm's config).
         configure_workload: called on every hook while the workload container is reachable and
@@ -272,7 +108,7 @@ class Worker(ops.Object):
 
     Raises:
         ValueError: ``metrics_port``, ``metrics_path`` or ``cluster_domain`` is invalid, or the
-            charm does not declare ``endpoint`` or ``container_name``.
+            charm does not declare ``cluster_endpoint`` or ``container_name``.
     """
 
     def __init__(
@@ -282,48 +118,35 @@ class Worker(ops.Object):
         container_name: str,
         metrics_port: int,
         metrics_path: str = "/metrics",
-        endpoint: str = "cluster",
+        cluster_endpoint: str = "cluster",
         role: str | Callable[[], str] = DEFAULT_ROLE,
         configure_workload: ConfigureWorkload | None = None,
         cluster_domain: str = "cluster.local",
         kubernetes_client_factory: ClientFactory | None = None,
         labels_backend_factory: Callable[..., LabelsBackend] | None = None,
     ):
-        super().__init__(charm, f"worker-{endpoint}")
         require_declared(
             charm,
-            relations={endpoint: "endpoint"},
+            relations={cluster_endpoint: "cluster_endpoint"},
             containers={container_name: "container_name"},
         )
-        self._charm = charm
+
+        def default_backend(**names: str) -> LabelsBackend:
+            return make_labels_backend(client_factory=kubernetes_client_factory, **names)
+
+        super().__init__(
+            charm, f"worker-{cluster_endpoint}", labels_backend_factory or default_backend
+        )
         self._container_name = container_name
         try:
             self._metrics = MetricsEndpoint(port=metrics_port, path=metrics_path)
         except pydantic.ValidationError as e:
             raise ValueError(f"invalid metrics endpoint: {e}") from None
-        self._endpoint = endpoint
+        self._endpoint = cluster_endpoint
         self._role = role
         self._configure = configure_workload
-        if not is_dns_name(cluster_domain):
-            raise ValueError(f"invalid cluster domain: {cluster_domain!r}")
-        self._cluster_domain = cluster_domain
-        self._client_factory = kubernetes_client_factory
-        self._backend_factory = labels_backend_factory
-        self._backend: LabelsBackend | None = None
+        self._cluster_domain = parse_cluster_domain(cluster_domain)
         self._observations: WorkerObservations | None = None
-        self._reconciled = False
-
-        skipped = (
-            ops.CollectStatusEvent,
-            ops.CollectMetricsEvent,
-            ops.ActionEvent,
-            ops.RemoveEvent,
-        )
-        for bound in charm.on.events().values():
-            if not issubclass(bound.event_type, skipped):
-                self.framework.observe(bound, self._on_hook)
-        self.framework.observe(charm.on.collect_unit_status, self._on_collect_unit_status)
-        self.framework.observe(charm.on.collect_app_status, self._on_collect_app_status)
 
     # --- Identity ---------------------------------------------------------------------------------
 
@@ -351,21 +174,9 @@ class Worker(ops.Object):
         """What the last reconcile of this dispatch saw (``None`` before the first)."""
         return self._observations
 
-    # --- Events -----------------------------------------------------------------------------------
-
-    def _on_hook(self, _: ops.EventBase) -> None:
-        if not self._reconciled:
-            self._reconciled = True
-            self.reconcile()
-
-    def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
-        if self._observations is None:
-            return
-        for status in worker_statuses(self._observations):
-            event.add_status(status)
-
-    def _on_collect_app_status(self, event: ops.CollectStatusEvent) -> None:
-        self._on_collect_unit_status(event)
+    def statuses(self) -> list[ops.StatusBase]:
+        """The statuses of the last reconcile (none when nothing was reconciled)."""
+        return worker_statuses(self._observations) if self._observations is not None else []
 
     # --- Reconcile --------------------------------------------------------------------------------
 
@@ -443,7 +254,7 @@ class Worker(ops.Object):
         telemetry, problems = parse_proxied_telemetry(data)
         for problem in problems:
             logger.error("ignoring invalid data from %s: %s", coordinator, problem)
-        obs.item_problems.extend(str(problem) for problem in problems)
+        obs.item_problems.extend(problems)
         return _Received(
             coordinator=coordinator,
             labels=data.worker_labels,
@@ -453,21 +264,10 @@ class Worker(ops.Object):
 
     # --- Labels (leader) --------------------------------------------------------------------------
 
-    def _labels_backend(self) -> LabelsBackend:
-        if self._backend is None:
-            app_name, namespace = self._charm.app.name, self.model.name
-            if self._backend_factory is not None:
-                self._backend = self._backend_factory(app_name=app_name, namespace=namespace)
-            else:
-                self._backend = make_labels_backend(
-                    app_name=app_name, namespace=namespace, client_factory=self._client_factory
-                )
-        return self._backend
-
     def _reconcile_labels(self, received: _Received | None, obs: WorkerObservations) -> None:
         wanted = received.labels if received is not None else None
         try:
-            backend = self._labels_backend()
+            backend = self.backend
             if wanted:
                 if backend.reconcile_labels(dict(sorted(wanted.items()))):
                     logger.info("pod labels now %s", dict(sorted(wanted.items())))

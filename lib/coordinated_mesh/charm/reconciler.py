@@ -1,0 +1,86 @@
+"""The wiring both charm objects share: one reconcile per dispatch, statuses, the backend seam."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+import ops
+
+__all__ = ["BackendFactory", "Reconciler"]
+
+BackendT = TypeVar("BackendT")
+
+BackendFactory = Callable[..., BackendT]
+"""Builds a Kubernetes backend; called as ``factory(app_name=..., namespace=...)``."""
+
+_NOT_RECONCILED = (ops.CollectStatusEvent, ops.CollectMetricsEvent, ops.ActionEvent)
+
+
+class Reconciler(ops.Object, Generic[BackendT]):
+    """Runs :meth:`reconcile` once per dispatch, whatever the event, and reports its statuses.
+
+    Every Juju event but ``collect-status``, ``collect-metrics``, actions and ``remove`` runs
+    :meth:`reconcile` (the first one of a dispatch; deferred events replayed in the same dispatch
+    do not run it again); ``remove`` runs :meth:`on_remove` instead. In ``collect-status`` (unit
+    and application) the statuses of :meth:`statuses` are added. The Kubernetes backend is built
+    on first use by ``backend_factory``, so units that never touch Kubernetes never build one.
+
+    Args:
+        charm: the charm.
+        key: the ``ops.Object`` key.
+        backend_factory: builds the backend, called as ``factory(app_name=, namespace=)``.
+    """
+
+    def __init__(self, charm: ops.CharmBase, key: str, backend_factory: BackendFactory[BackendT]):
+        super().__init__(charm, key)
+        self._charm = charm
+        self._backend_factory = backend_factory
+        self._backend: BackendT | None = None
+        self._reconciled = False
+        for bound in charm.on.events().values():
+            if issubclass(bound.event_type, _NOT_RECONCILED):
+                continue
+            if issubclass(bound.event_type, ops.RemoveEvent):
+                self.framework.observe(bound, self._on_remove)
+            else:
+                self.framework.observe(bound, self._on_event)
+        self.framework.observe(charm.on.collect_unit_status, self._on_collect_status)
+        self.framework.observe(charm.on.collect_app_status, self._on_collect_status)
+
+    @property
+    def backend(self) -> BackendT:
+        """The Kubernetes backend, built on first use."""
+        if self._backend is None:
+            self._backend = self._backend_factory(
+                app_name=self._charm.app.name, namespace=self._charm.model.name
+            )
+        return self._backend
+
+    def reconcile(self) -> None:
+        """Bring everything to its desired state; called once per dispatch, safe to call again."""
+        raise NotImplementedError
+
+    def on_remove(self) -> None:
+        """Clean up when the unit is removed (nothing by default)."""
+
+    def statuses(self) -> Sequence[ops.StatusBase]:
+        """The statuses of the last reconcile of this dispatch, most important first.
+
+        Empty when nothing was reconciled (an action): the status stays as it is.
+        """
+        return ()
+
+    def _on_event(self, _: ops.EventBase) -> None:
+        if not self._reconciled:
+            self._reconciled = True
+            self.reconcile()
+
+    def _on_remove(self, _: ops.RemoveEvent) -> None:
+        if not self._reconciled:
+            self._reconciled = True
+            self.on_remove()
+
+    def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
+        for status in self.statuses():
+            event.add_status(status)

@@ -1,0 +1,191 @@
+"""Observe: everything the coordinator reads in one hook, once, as a frozen :class:`Snapshot`.
+
+:func:`observe` reads the relations, the beacon's data, the DNS resolvers, the labels already
+published to the workers and the charm's workload configuration; remote data is parsed on the way
+in and what is dropped becomes a :class:`~coordinated_mesh.parse.Problem`. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import ops
+
+from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
+from coordinated_mesh.parse import Problem, nameservers_from_resolv_conf
+from coordinated_mesh.proxy.plan import CoordinatorIdentity
+from coordinated_mesh.relations.cluster import CoordinatorAppData, WorkerUnitData
+from coordinated_mesh.relations.databag import DatabagError
+from coordinated_mesh.relations.endpoints import CoordinatorEndpoints
+from coordinated_mesh.relations.loki_push_api import read_loki_push_urls
+from coordinated_mesh.relations.remote_write import read_remote_write_urls
+from coordinated_mesh.relations.tracing import read_tracing_receivers
+
+__all__ = ["RESOLV_CONF", "MeshState", "Snapshot", "observe"]
+
+logger = logging.getLogger(__name__)
+
+RESOLV_CONF = "/etc/resolv.conf"
+"""The charm container's resolver configuration; the pod's containers share it."""
+
+
+@dataclass(frozen=True)
+class MeshState:
+    """What the beacon says, as read through the ``service_mesh`` consumer."""
+
+    related: bool = False
+    ready: bool = False
+    type: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict[str, str])
+    """The beacon's enrolment labels (only while ready)."""
+    problem: str | None = None
+    """Why the mesh is related but not ready, as the consumer explains it."""
+
+    @property
+    def active(self) -> bool:
+        """Whether the cluster should be on the mesh now (related and the beacon's data ready)."""
+        return self.related and self.ready
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one reconcile read (remote data already parsed; invalid items left out)."""
+
+    identity: CoordinatorIdentity
+    unit_name: str
+    charm_name: str
+    is_leader: bool
+    endpoints: CoordinatorEndpoints
+    worker_apps: tuple[str, ...] = ()
+    """The related worker applications, sorted."""
+    workers: tuple[WorkerUnitData, ...] = ()
+    """Every worker unit's valid cluster data, by relation and unit name."""
+    backend_loki_urls: Mapping[str, str] = field(default_factory=dict[str, str])
+    backend_remote_write_urls: Mapping[str, str] = field(default_factory=dict[str, str])
+    backend_charm_tracing_receivers: Mapping[str, str] = field(default_factory=dict[str, str])
+    backend_workload_tracing_receivers: Mapping[str, str] = field(default_factory=dict[str, str])
+    resolvers: tuple[str, ...] = ()
+    """The nameservers of ``/etc/resolv.conf`` (unparsed: the proxy planner parses them)."""
+    mesh: MeshState = field(default_factory=MeshState)
+    published_worker_labels: Mapping[str, str] | None = None
+    """The ``worker_labels`` already in the cluster databags (leader only; ``None``: none)."""
+    worker_config: str | None = None
+    """The charm's workload configuration for the workers (its callback's result)."""
+    problems: tuple[Problem, ...] = ()
+    """Remote data that was dropped while reading, in reading order."""
+
+
+def _read_workers(
+    relations: list[ops.Relation], endpoint: str, problems: list[Problem]
+) -> tuple[tuple[str, ...], tuple[WorkerUnitData, ...]]:
+    apps: set[str] = set()
+    units: list[WorkerUnitData] = []
+    for relation in relations:
+        apps.add(relation.app.name)
+        for unit in sorted(relation.units, key=lambda u: u.name):
+            try:
+                data = dict(relation.data[unit])
+            except ops.ModelError as e:
+                problems.append(Problem.of(endpoint, unit.name, f"unreadable: {e}"))
+                continue
+            if not data:
+                continue  # joined but not yet published: not an error
+            try:
+                worker = WorkerUnitData.load(data)
+            except DatabagError as e:
+                problems.append(Problem.of(endpoint, unit.name, str(e)))
+                continue
+            topology = worker.juju_topology
+            if topology.unit != unit.name or topology.application != relation.app.name:
+                reason = f"juju_topology names {topology.unit} of {topology.application}"
+                problems.append(Problem.of(endpoint, unit.name, reason))
+                continue
+            units.append(worker)
+    return tuple(sorted(apps)), tuple(units)
+
+
+def _published_labels(relations: list[ops.Relation], app: ops.Application) -> dict[str, str] | None:
+    """The worker labels already in the cluster databags (the first valid one), if any."""
+    for relation in sorted(relations, key=lambda r: r.id):
+        try:
+            published = CoordinatorAppData.load(relation.data[app])
+        except DatabagError:
+            continue
+        if published.worker_labels is not None:
+            return published.worker_labels
+    return None
+
+
+def _read_resolvers(path: str) -> tuple[str, ...]:
+    try:
+        with open(path) as f:
+            return tuple(nameservers_from_resolv_conf(f.read()))
+    except OSError as e:
+        logger.warning("cannot read %s: %s", path, e)
+        return ()
+
+
+def _read_mesh(mesh: ServiceMeshConsumer, endpoint: str, problems: list[Problem]) -> MeshState:
+    related = mesh.enabled
+    ready = related and mesh.ready
+    for problem in mesh.cross_model_problems:
+        problems.append(Problem(endpoint, "cmr_data", problem))
+    return MeshState(
+        related=related,
+        ready=ready,
+        type=mesh.mesh_type() if ready else None,
+        labels=mesh.labels() if ready else {},
+        problem=mesh.problem if related else None,
+    )
+
+
+def observe(
+    charm: ops.CharmBase,
+    mesh: ServiceMeshConsumer,
+    *,
+    endpoints: CoordinatorEndpoints,
+    cluster_domain: str,
+    worker_config: Callable[[], str] | None,
+    resolv_conf: str | None = None,
+) -> Snapshot:
+    """Read everything one reconcile needs (see :class:`Snapshot`); writes nothing."""
+    model = charm.model
+    relations = model.relations
+    problems: list[Problem] = []
+    cluster = list(relations.get(endpoints.cluster, ()))
+    worker_apps, workers = _read_workers(cluster, endpoints.cluster, problems)
+    mesh_state = _read_mesh(mesh, endpoints.cross_model_mesh_provides, problems)
+    loki, found = read_loki_push_urls(relations.get(endpoints.logging, ()))
+    problems += found
+    remote_write, found = read_remote_write_urls(relations.get(endpoints.remote_write, ()))
+    problems += found
+    charm_tracing, found = read_tracing_receivers(relations.get(endpoints.charm_tracing, ()))
+    problems += found
+    workload, found = read_tracing_receivers(relations.get(endpoints.workload_tracing, ()))
+    problems += found
+    is_leader = charm.unit.is_leader()
+    return Snapshot(
+        identity=CoordinatorIdentity(
+            app_name=charm.app.name,
+            model_name=model.name,
+            model_uuid=model.uuid,
+            cluster_domain=cluster_domain,
+        ),
+        unit_name=charm.unit.name,
+        charm_name=charm.meta.name,
+        is_leader=is_leader,
+        endpoints=endpoints,
+        worker_apps=worker_apps,
+        workers=workers,
+        backend_loki_urls=loki,
+        backend_remote_write_urls=remote_write,
+        backend_charm_tracing_receivers=charm_tracing,
+        backend_workload_tracing_receivers=workload,
+        resolvers=_read_resolvers(resolv_conf or RESOLV_CONF),
+        mesh=mesh_state,
+        published_worker_labels=_published_labels(cluster, charm.app) if is_leader else None,
+        worker_config=worker_config() if worker_config else None,
+        problems=tuple(problems),
+    )
