@@ -15,7 +15,7 @@ Identities (bearer tokens): ``admin`` (group ``system:masters``: a trusted charm
 Fixtures:
 
 ``envtest`` (session)
-    The running server: ``envtest.harness.Envtest`` (``.server``, ``.kubeconfig``,
+    The running server: ``tests.support.envtest.Envtest`` (``.server``, ``.kubeconfig``,
     ``.untrusted_kubeconfig``, ``.client(user="admin", field_manager=None)``).
 ``kubeconfig_path``, ``untrusted_kubeconfig_path`` (session)
     Kubeconfig files for each identity.
@@ -41,7 +41,7 @@ Fixtures:
     ``writes()`` lists everything that is not a GET, ``clear()`` forgets what was recorded; each
     ``Request`` has ``method``, ``path``, ``resource`` (``"statefulsets"``) and ``user``.
 
-Types for annotations: ``from envtest.harness import Envtest, JujuApp, RequestLog``.
+Types for annotations: ``from tests.support.envtest import Envtest, JujuApp, RequestLog``.
 
 Usage from a charm test (``tests/envtest/test_<something>.py``)::
 
@@ -67,7 +67,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from envtest.harness import (
+from lightkube import Client
+from lightkube.generic_resource import GenericNamespacedResource
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace
+
+from tests.support.envtest import (
     ENVTEST_DIR,
     AuthorizationPolicy,
     Envtest,
@@ -82,10 +87,6 @@ from envtest.harness import (
     remove_authorization_policy_crd,
     run_envtest,
 )
-from lightkube import Client
-from lightkube.generic_resource import GenericNamespacedResource
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Namespace
 
 _HERE = Path(__file__).parent
 

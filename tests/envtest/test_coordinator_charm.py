@@ -20,15 +20,6 @@ from typing import Any
 
 import pytest
 from coordinated_mesh.mesh.cluster_policies import PART_OF_LABEL
-from coordinator_support import (
-    APP,
-    MESH_LABELS,
-    context_checking_nginx,
-    mesh_relation,
-    running_containers,
-    worker_relation,
-)
-from envtest.harness import JujuApp, RequestLog, wait_until
 from lightkube import ApiError, Client
 from lightkube.generic_resource import GenericNamespacedResource
 from lightkube.models.core_v1 import Container, PodSpec
@@ -38,6 +29,16 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace, Pod
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 from lightkube.types import PatchType
 from ops import testing
+
+from tests.support.coordinator import (
+    APP,
+    MESH_LABELS,
+    context_checking_nginx,
+    mesh_relation,
+    running_containers,
+    worker_relation,
+)
+from tests.support.envtest import JujuApp, RequestLog, wait_until
 
 Ctx = testing.Context[Any]
 MakeApp = Callable[[str, str], JujuApp]

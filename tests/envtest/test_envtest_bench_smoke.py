@@ -15,7 +15,8 @@ import sys
 import pytest
 from bench import k8s_calls
 from bench.common import ROOT, parse_sections
-from envtest.harness import ENVTEST_DIR, find_binaries
+
+from tests.support.envtest import ENVTEST_DIR, find_binaries
 
 SCRIPT = ROOT / "tools" / "bench" / "k8s_calls.py"
 CASES = [

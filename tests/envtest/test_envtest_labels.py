@@ -8,11 +8,12 @@ from collections.abc import Callable
 import pytest
 from coordinated_mesh.k8s.client import ForbiddenError
 from coordinated_mesh.k8s.labels import managed_charm_labels, memory_name, reconcile_charm_labels
-from envtest.harness import JujuApp, RequestLog
 from lightkube import Client
 from lightkube.resources.apps_v1 import StatefulSet
 from lightkube.resources.core_v1 import ConfigMap, Service
 from lightkube.types import PatchType
+
+from tests.support.envtest import JujuApp, RequestLog
 
 JUJU = {"app.kubernetes.io/name": "coord"}
 MESH = {

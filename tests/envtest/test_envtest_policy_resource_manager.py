@@ -13,8 +13,9 @@ from coordinated_mesh.k8s.policy_manager import (
 )
 from coordinated_mesh.mesh.authorization import policy_name
 from coordinated_mesh.mesh.policies import Endpoint, MeshPolicy, Method, PolicyTargetType
-from envtest.harness import Envtest, RequestLog
 from lightkube import Client
+
+from tests.support.envtest import Envtest, RequestLog
 
 PLURAL_PATH = "/authorizationpolicies"
 

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from charm_loader import load_charm_module
-from envtest.harness import JujuApp, RequestLog
 from lightkube import Client
 from lightkube.resources.apps_v1 import StatefulSet
 from lightkube.resources.core_v1 import Service
 from lightkube.types import PatchType
 from ops import testing
+
+from tests.support.charm_loader import load_charm_module
+from tests.support.envtest import JujuApp, RequestLog
 
 CHARM = load_charm_module("worker")
 APP = "mesh-worker-k8s"

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coordinator_support import FakeKubernetes, context_checking_nginx
 from ops import testing
+
+from tests.support.coordinator import FakeKubernetes, context_checking_nginx
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from bench import k8s_calls, render
 from bench.common import ROOT, markdown_table, parse_sections
-from envtest.harness import Request
+
+from tests.support.envtest import Request
 
 RENDER = ROOT / "tools" / "bench" / "render.py"
 K8S_CALLS = ROOT / "tools" / "bench" / "k8s_calls.py"

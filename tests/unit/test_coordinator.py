@@ -15,11 +15,13 @@ from typing import Any
 import ops
 import pytest
 import yaml
-from charm_loader import ROOT
 from coordinated_mesh.k8s.client import CRDMissingError, ForbiddenError, KubernetesError
 from coordinated_mesh.mesh.cluster_policies import PART_OF_LABEL
 from coordinated_mesh.mesh.drain import ClusterPod
-from coordinator_support import (
+from ops import testing
+
+from tests.support.charm_loader import ROOT
+from tests.support.coordinator import (
     APP,
     MESH_LABELS,
     MODEL,
@@ -37,7 +39,6 @@ from coordinator_support import (
     state,
     worker_relation,
 )
-from ops import testing
 
 Ctx = testing.Context[Any]
 
@@ -316,7 +317,7 @@ def test_invalid_worker_data_names_relation_and_unit_the_rest_works(ctx: Ctx, ku
 
 
 def test_worker_claiming_another_units_name_is_refused(ctx: Ctx, kube: FakeKubernetes):
-    from coordinator_support import worker_unit_data
+    from tests.support.coordinator import worker_unit_data
 
     impostor = testing.Relation(
         "cluster", remote_app_name="w2", remote_units_data={0: worker_unit_data("w1", 5)}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from coordinated_mesh.k8s.client import CRDMissingError
-from coordinator_support import FakeKubernetes
+
+from tests.support.coordinator import FakeKubernetes
 
 
 def test_fake_kubernetes_writes_only_differences():

@@ -16,12 +16,14 @@ import charmlibs.interfaces.service_mesh as real_mesh
 import ops
 import pytest
 import yaml
-from charm_loader import ROOT
 from coordinated_mesh.coordinator.coordinator import Coordinator
 from coordinated_mesh.mesh.authorization import render_authorization_policy
 from coordinated_mesh.mesh.policies import MeshPolicy
 from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
-from coordinator_support import (
+from ops import testing
+
+from tests.support.charm_loader import ROOT
+from tests.support.coordinator import (
     APP,
     CHARM,
     MODEL,
@@ -35,7 +37,6 @@ from coordinator_support import (
     state,
     worker_relation,
 )
-from ops import testing
 
 Ctx = testing.Context[Any]
 URL = f"http://{APP}.{MODEL.name}.svc.cluster.local:8080/query"

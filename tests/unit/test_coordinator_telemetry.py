@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coordinator_support import (
+from hypothesis import event, given
+from hypothesis import strategies as st
+from ops import testing
+
+from tests.support.coordinator import (
     APP,
     MODEL,
     FakeKubernetes,
@@ -31,9 +35,6 @@ from coordinator_support import (
     tracing_relation,
     worker_relation,
 )
-from hypothesis import event, given
-from hypothesis import strategies as st
-from ops import testing
 
 Ctx = testing.Context[Any]
 PROXY = f"http://{APP}.{MODEL.name}.svc.cluster.local:8080"

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
-from charm_loader import load_charm_module
 from coordinated_mesh.mesh.cluster_policies import PART_OF_LABEL
-from coordinator_support import (
+from ops import testing
+
+from tests.support.charm_loader import load_charm_module
+from tests.support.coordinator import (
     APP,
     MESH_LABELS,
     MODEL,
@@ -26,8 +28,7 @@ from coordinator_support import (
     state,
     tracing_relation,
 )
-from ops import testing
-from worker_support import FakeLabels, worker_context
+from tests.support.worker import FakeLabels, worker_context
 
 WORKER = load_charm_module("worker")
 WORKER_APP = "w1"

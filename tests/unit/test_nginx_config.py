@@ -18,7 +18,8 @@ from coordinated_mesh.proxy.plan import (
     build_telemetry_proxy,
 )
 from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
-from nginx.proxy_strategies import IDENTITY
+
+from tests.support.proxy_strategies import IDENTITY
 
 WORKER = WorkerUnitData(
     juju_topology=JujuTopology(application="worker", unit="worker/0", charm_name="w"),

@@ -124,8 +124,9 @@ def test_every_endpoint_the_charm_uses_is_declared_in_the_packed_metadata(
     ``ops`` only knows the endpoints the metadata declares: observing, reading or writing any other
     relation raises. The library's own guards raise too (``ValueError`` naming the endpoint).
     """
-    from charm_loader import load_charm_module
     from ops import testing
+
+    from tests.support.charm_loader import load_charm_module
 
     meta = _yaml(staged[charm] / "charmcraft.yaml")
     charm_type = next(

@@ -19,12 +19,13 @@ from typing import Any, Protocol
 import ops
 import pytest
 import yaml
-from binaries import require_binary
-from charm_loader import load_charm_module
 from coordinated_mesh import Worker
 from coordinated_mesh.k8s.client import ForbiddenError, KubernetesError
 from ops import testing
-from worker_support import FakeLabels, worker_context
+
+from tests.support.binaries import require_binary
+from tests.support.charm_loader import load_charm_module
+from tests.support.worker import FakeLabels, worker_context
 
 CHARM = load_charm_module("worker")
 APP = "mesh-worker-k8s"

@@ -29,9 +29,12 @@ MESH_TYPE = "istio"
 
 
 def add_repo_paths() -> None:
-    """Put ``lib``, ``tests`` and ``tools`` on ``sys.path`` (as pytest's configuration does)."""
-    for sub in ("tools", "tests", "lib"):
-        path = str(ROOT / sub)
+    """Put ``lib``, the repository (for ``tests.support``) and ``tools`` on ``sys.path``.
+
+    As pytest's configuration does (``pythonpath`` in ``pyproject.toml``).
+    """
+    for sub in ("tools", ".", "lib"):
+        path = str((ROOT / sub).resolve())
         if path not in sys.path:
             sys.path.insert(0, path)
 
@@ -233,7 +236,7 @@ def coordinator_containers(etc_nginx: Path) -> list[testing.Container]:
     ``/etc/nginx`` is mounted from ``etc_nginx`` so the configuration persists across hooks
     (as it does in a real container).
     """
-    from coordinator_support import running_containers
+    from tests.support.coordinator import running_containers
 
     return running_containers(etc_nginx)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Kubernetes API calls per hook of the real charms, against a real kube-apiserver (envtest).
 
-Starts etcd and kube-apiserver (``tests/envtest/harness.py``), creates what Juju creates for each
+Starts etcd and kube-apiserver (``tests/support/envtest.py``), creates what Juju creates for each
 application (ServiceAccount, StatefulSet, Service) and Istio's ``AuthorizationPolicy`` CRD, then
 runs the real coordinator and worker charms' hooks with ``ops.testing``. The charms build their own
 ``lightkube.Client()`` from ``KUBECONFIG`` (pointed at envtest), so every request they make is the
@@ -73,9 +73,10 @@ from bench.common import (
 )
 
 if TYPE_CHECKING:
-    from envtest.harness import Envtest, Request, RequestLog
     from lightkube import Client
     from ops import testing
+
+    from tests.support.envtest import Envtest, Request, RequestLog
 
 add_repo_paths()
 
@@ -248,9 +249,10 @@ class Bench:
     def __init__(
         self, log: RequestLog, workdir: Path, *, plain: str, meshed: str, resolv: Path
     ) -> None:
-        from charm_loader import load_charm_module
-        from coordinator_support import coordinator_charm_type
         from ops import testing
+
+        from tests.support.charm_loader import load_charm_module
+        from tests.support.coordinator import coordinator_charm_type
 
         self.log = log
         self.workdir = workdir
@@ -388,7 +390,7 @@ class Bench:
 
 def run_cases(envtest: Envtest, log: RequestLog, workdir: Path) -> list[HookCalls]:
     """Set up envtest (CRD, namespaces, Juju's objects) and run every case."""
-    from envtest.harness import (
+    from tests.support.envtest import (
         create_juju_app,
         install_authorization_policy_crd,
         remove_authorization_policy_crd,
@@ -482,7 +484,7 @@ def start_envtest(workdir: Path) -> contextlib.AbstractContextManager[Envtest]:
     Raises:
         EnvtestUnavailableError: the binaries or ``openssl`` are missing.
     """
-    from envtest.harness import ENVTEST_DIR, find_binaries, run_envtest
+    from tests.support.envtest import ENVTEST_DIR, find_binaries, run_envtest
 
     binaries = find_binaries()
     if binaries is None:
@@ -499,7 +501,7 @@ def start_envtest(workdir: Path) -> contextlib.AbstractContextManager[Envtest]:
 
 def measure(workdir: Path) -> list[HookCalls]:
     """Start envtest, point ``KUBECONFIG`` at it, record every hook's requests."""
-    from envtest.harness import RequestLog, httpx, recording_handler
+    from tests.support.envtest import RequestLog, httpx, recording_handler
 
     server_dir = workdir / "envtest"
     server_dir.mkdir()

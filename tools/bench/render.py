@@ -339,8 +339,9 @@ class HookFigures:
 def reload_sequence(hooks: int, *, seed: int, workdir: Path) -> list[HookFigures]:
     """Run ``hooks`` identical ``update-status`` hooks on the coordinator charm; see the module."""
     from coordinated_mesh.proxy.pebble import NGINX_CONFIG_PATH
-    from coordinator_support import FakeKubernetes, coordinator_charm_type
     from ops import testing
+
+    from tests.support.coordinator import FakeKubernetes, coordinator_charm_type
 
     backend = FakeKubernetes()  # Kubernetes in memory: writes only on a difference
     etc_nginx = workdir / "etc-nginx"

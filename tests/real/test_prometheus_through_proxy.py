@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import yaml
-from binaries import require_binary
 from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
 from coordinated_mesh.proxy.nginx import render_nginx_config
 from coordinated_mesh.proxy.plan import (
@@ -30,7 +29,9 @@ from coordinated_mesh.proxy.plan import (
     build_telemetry_proxy,
 )
 from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
-from nginx_harness import RunningNginx, free_port, nginx_settings, wait_for_port
+
+from tests.support.binaries import require_binary
+from tests.support.nginx import RunningNginx, free_port, nginx_settings, wait_for_port
 
 UUID = "12345678-1234-4234-8234-123456789abc"
 IDENTITY = CoordinatorIdentity("coordinator", "mymodel", UUID)

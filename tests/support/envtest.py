@@ -1,7 +1,7 @@
 """The machinery behind the envtest fixtures: a real kube-apiserver, Juju's objects, request logs.
 
-Import it as ``from envtest.harness import JujuApp, RequestLog`` (``tests`` is on ``sys.path``);
-the fixtures themselves are in ``tests/envtest/conftest.py``.
+Import it as ``from tests.support.envtest import JujuApp, RequestLog``; the fixtures themselves
+are in ``tests/envtest/conftest.py``.
 """
 
 from __future__ import annotations

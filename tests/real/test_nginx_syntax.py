@@ -24,8 +24,9 @@ from coordinated_mesh.proxy.plan import (
 from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
 from hypothesis import given
 from hypothesis import strategies as st
-from nginx_harness import nginx_settings, nginx_test
-from proxy_strategies import IDENTITY, proxy_inputs
+
+from tests.support.nginx import nginx_settings, nginx_test
+from tests.support.proxy_strategies import IDENTITY, proxy_inputs
 
 BATCH = 8
 

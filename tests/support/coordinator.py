@@ -21,13 +21,14 @@ from typing import Any
 import coordinated_mesh.coordinator.decide as decide_module
 import ops
 import pytest
-from binaries import require_binary
-from charm_loader import load_charm_module
 from coordinated_mesh.k8s.client import CRDMissingError, ForbiddenError, KubernetesError
 from coordinated_mesh.mesh.drain import ClusterPod
 from coordinated_mesh.mesh.policies import MeshPolicy
 from coordinated_mesh.proxy.pebble import NGINX_CONFIG_PATH, exporter_layer, nginx_layer
 from ops import testing
+
+from tests.support.binaries import require_binary
+from tests.support.charm_loader import load_charm_module
 
 APP = "coord"
 MODEL = testing.Model(name="mymodel", uuid="00000000-0000-4000-8000-000000000001")

@@ -13,8 +13,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from charm_loader import load_charm_module
 from ops import testing
+
+from tests.support.charm_loader import load_charm_module
 
 CHARM = load_charm_module("worker")
 

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from binaries import require_binary
-from nginx_harness import Upstream, start_dns, start_upstream
+
+from tests.support.binaries import require_binary
+from tests.support.nginx import Upstream, start_dns, start_upstream
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -23,7 +23,8 @@ from coordinated_mesh.proxy.plan import (
     build_telemetry_proxy,
 )
 from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
-from nginx_harness import RunningNginx, Upstream, free_port, nginx_settings, wait_for_port
+
+from tests.support.nginx import RunningNginx, Upstream, free_port, nginx_settings, wait_for_port
 
 IDENTITY = CoordinatorIdentity("coordinator", "mymodel", "12345678-1234-4234-8234-123456789abc")
 REQUESTS = 60

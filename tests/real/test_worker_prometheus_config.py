@@ -24,10 +24,11 @@ from typing import Any, cast
 
 import pytest
 import yaml
-from binaries import require_binary
-from charm_loader import load_charm_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.support.binaries import require_binary
+from tests.support.charm_loader import load_charm_module
 
 CHARM = load_charm_module("worker")
 PROXY = "http://coord.mymodel.svc.cluster.local:8080"

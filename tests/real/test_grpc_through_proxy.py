@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from binaries import require_binary
 from coordinated_mesh.proxy.config import WorkerTelemetryProxyConfig
 from coordinated_mesh.proxy.nginx import render_nginx_config
 from coordinated_mesh.proxy.plan import (
@@ -23,7 +22,9 @@ from coordinated_mesh.proxy.plan import (
     TelemetryProxyInputs,
     build_telemetry_proxy,
 )
-from nginx_harness import RunningNginx, free_port, nginx_settings, wait_for_port
+
+from tests.support.binaries import require_binary
+from tests.support.nginx import RunningNginx, free_port, nginx_settings, wait_for_port
 
 h2_config: Any = pytest.importorskip("h2.config", reason="the h2 package is not installed")
 h2_connection: Any = pytest.importorskip("h2.connection")
