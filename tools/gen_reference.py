@@ -7,7 +7,7 @@ and properties (those defined in ``coordinated_mesh``, inherited ones included),
 attributes and, for an enum, its members. The output is deterministic: the same code gives the
 same bytes.
 
-Usage::
+Usage (with the library's dependencies installed, e.g. ``.tox/unit/bin/python``)::
 
     python tools/gen_reference.py           # (re)write docs/reference/api.md
     python tools/gen_reference.py --check   # exit 1 if docs/reference/api.md is out of date
@@ -50,8 +50,13 @@ def load_package() -> ModuleType:
     lib = str(ROOT / "lib")
     if lib not in sys.path:
         sys.path.insert(0, lib)
-    import coordinated_mesh
-
+    try:
+        import coordinated_mesh
+    except ImportError as e:
+        raise SystemExit(
+            f"cannot import {PACKAGE} ({e}): run this with the project's dependencies installed, "
+            "e.g. .tox/unit/bin/python tools/gen_reference.py"
+        ) from None
     return coordinated_mesh
 
 

@@ -1,17 +1,10 @@
-"""What every Kubernetes adapter of this library shares: the error types and a lazy client.
+"""What every Kubernetes adapter shares: the error types and a client built on first use.
 
-The adapters (:mod:`coordinated_mesh.k8s.policy_manager`, :mod:`coordinated_mesh.k8s.labels`)
-raise only :class:`KubernetesError` and its subclasses, so a charm can turn any of them into a
-status with one ``except`` clause:
-
-* :class:`ForbiddenError`: the API server answered 403; the application is not trusted. The
-  message says how to fix it (``juju trust <app> --scope=cluster``).
-* :class:`CRDMissingError`: a custom resource kind (Istio's ``AuthorizationPolicy``) is not served:
-  Istio is not installed in the cluster.
-* :class:`KubernetesError`: anything else (unreachable API server, conflicts, invalid objects).
-
-Importing this module is cheap: lightkube is only imported when a client is built or an error is
-translated.
+The adapters raise only :class:`KubernetesError` and its subclasses, so a charm turns any of them
+into a status with one ``except``: :class:`ForbiddenError` (a 403: the application is not
+trusted), :class:`CRDMissingError` (Istio's ``AuthorizationPolicy`` kind is not served) and
+:class:`KubernetesError` (anything else). lightkube is imported only when a client is built or
+an error translated.
 """
 
 from __future__ import annotations

@@ -1,26 +1,10 @@
-"""Put labels on a Juju application's pods and Service, and take back the ones no longer wanted.
+"""Labels on a Juju application's pods and Service, and taking back the ones no longer wanted.
 
-:func:`reconcile_charm_labels` makes a set of labels present on
-
-* the pod template of the application's StatefulSet (``spec.template.metadata.labels``), so every
-  pod carries them (Kubernetes re-creates the pods when the template changes), and
-* the application's Service (``metadata.labels``: ``istio.io/use-waypoint`` on the Service routes
-  its traffic through the waypoint),
-
-both named after the application, as Juju creates them. It remembers the set it applied in a
-ConfigMap, ``<app>-managed-labels`` (key ``labels``: a JSON object), so that a label it no longer
-wants is removed while labels set by anyone else are never touched.
-
-It writes only what differs: the StatefulSet is patched only when its labels differ (a patch
-restarts every pod), and when everything is in place it only reads (three GETs). Each call
-re-applies labels someone removed, for example Juju resetting the StatefulSet on upgrade.
-
-Only the leader unit may call :func:`reconcile_charm_labels`: the objects are shared by all units,
-and concurrent writers conflict. The callers (``Coordinator``, ``Worker``) guard this.
-
-Crash safety: labels about to be added are recorded in the memory *before* they are applied, and
-the memory is set to exactly the wanted set *after*; so an interrupted call never leaves a label
-on the objects that the memory does not know about.
+:func:`reconcile_charm_labels` (leader only) puts a set of labels on the StatefulSet's pod
+template and on the Service, remembers what it applied in the ConfigMap ``<app>-managed-labels``,
+removes what it applied before and no longer wants, never touches others' labels, and writes
+only what differs (:func:`plan_labels` decides, in a crash-safe order). How and why:
+``docs/explanation/labels-and-policies.md``.
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """Keep the ``AuthorizationPolicy`` objects a charm owns equal to the policies it wants.
 
-Deciding and doing are separate:
-
-* :func:`desired_objects` and :func:`diff_objects` are pure: what should exist, and what to create,
-  update and delete to get there.
-* :class:`PolicyResourceManager` reads Kubernetes, calls them, and writes the difference.
-
-Ownership: every object carries the owner's labels (:class:`Owner`), unique to one (application,
-model, scope); the manager lists, updates and deletes only objects carrying all of them, so two
-owners, even in one namespace, never touch each other's objects.
-
-Names come from content (:func:`~coordinated_mesh.authorization.policy_name`): a changed policy is
-a new object. The manager creates missing objects first, then updates differing ones, then deletes
-unwanted ones, so the new allow exists before the old one goes: traffic is never denied in between.
-When nothing differs it writes nothing (it only lists).
+:func:`desired_objects` and :func:`diff_objects` decide (pure); :class:`PolicyResourceManager`
+lists the owned objects, then creates, updates and deletes the difference in that order, so a new
+allow exists before the old one goes. Names come from content and ownership from labels, so two
+owners never touch each other's objects: ``docs/explanation/labels-and-policies.md``.
 """
 
 from __future__ import annotations

@@ -1,23 +1,10 @@
-"""Render a :class:`~coordinated_mesh.policies.MeshPolicy` as an Istio ``AuthorizationPolicy``.
+"""Render a :class:`~coordinated_mesh.mesh.policies.MeshPolicy` as an Istio ``AuthorizationPolicy``.
 
-Pure functions, no Kubernetes access: :func:`render_authorization_policy` builds the object exactly
-as the ``service_mesh`` contract describes it, and :func:`policy_name` names it.
-
-What a policy becomes (``security.istio.io/v1``, no ``action``: Istio's default, ALLOW; one rule
-whose only principal is the source application's service account,
-``cluster.local/ns/<source_namespace>/sa/<source_app_name>``):
-
-* ``app`` target (L7, enforced by the waypoint of the Service):
-  ``targetRefs: [{group: "", kind: Service, name: <target_service or target_app_name>}]`` and one
-  ``to`` operation per endpoint, holding only the fields the endpoint sets (ports as strings).
-* ``unit`` target (L4, enforced by ztunnel at the pods):
-  ``selector: {matchLabels: <target_selector_labels or {app.kubernetes.io/name: <app>}>}`` and one
-  ``to`` operation with the ports of each endpoint.
-
-``to: []`` (no restriction) is rendered when there are no endpoints, and also when any endpoint
-restricts nothing (every field unset or empty): Istio rejects an empty ``operation``, and an
-endpoint that allows anything makes the whole rule allow anything. An empty list in an endpoint
-field is treated like an unset field, as Istio does.
+Pure: :func:`render_authorization_policy` builds the object as the ``service_mesh`` contract
+describes it (``app`` targets: ``targetRefs`` to the Service, L7 ``to`` operations; ``unit``
+targets: a pod ``selector``, ports only; the source app's service-account principal), and
+:func:`policy_name` names it from its content. The contract:
+``../shared/spec/service-mesh-relation.md`` and ``docs/reference/relations.md``.
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
-"""The cluster-internal mesh policies of a coordinated-worker cluster, and its membership label.
+"""The cluster-internal mesh policies of a coordinated-worker cluster, and its labels (pure).
 
-A pure module: it decides what the coordinator must apply to Kubernetes, it applies nothing.
-
-Every pod of the cluster (coordinator and workers) carries the label
-``app.kubernetes.io/part-of: <coordinator application>``. Three kinds of policy then let the cluster
-talk to itself, whatever its size:
-
-1. the coordinator may reach every cluster pod (a ``unit`` policy selecting the membership label);
-2. each worker application may reach every cluster pod (same selector);
-3. each worker application may reach the coordinator's Service (an ``app`` policy), which is where
-   the telemetry proxy and the workers' configuration are served.
-
-So a cluster with ``n`` worker applications needs ``1 + 2n`` policies, and scaling a worker
-application changes none of them.
+Every cluster pod carries ``app.kubernetes.io/part-of: <coordinator>``; the coordinator may reach
+every cluster pod, each worker application every cluster pod and the coordinator's Service:
+``1 + 2n`` policies for ``n`` worker applications, whatever their scale. :func:`pod_labels` and
+:func:`held_labels` decide the labels while on, joining and failing to join the mesh
+(``docs/explanation/joining-and-leaving-the-mesh.md``).
 """
 
 from __future__ import annotations

@@ -1,35 +1,10 @@
 """The requirer side of the ``service_mesh`` relation, and the ``cross_model_mesh`` relations.
 
-:class:`ServiceMeshConsumer` is what a charm uses to be on the mesh:
-
-* it reads what the beacon (``istio-beacon-k8s``) publishes: the pod ``labels`` that enrol a
-  workload in the mesh and the ``mesh_type``. An empty databag (the beacon has not written yet) or
-  invalid data is "not ready": :attr:`~ServiceMeshConsumer.problem` says why, naming the relation,
-  and nothing raises;
-* it resolves the charm's declared :class:`~coordinated_mesh.policies.AppPolicy` and
-  :class:`~coordinated_mesh.policies.UnitPolicy` into one
-  :class:`~coordinated_mesh.policies.MeshPolicy` per related application, naming the real
-  application and model of cross-model clients (``cmr_data`` received over ``provide-cmr-mesh``);
-* the leader publishes those policies in the ``policies`` key, only when they change, and tells
-  cross-model servers who we are (``cmr_data`` over ``require-cmr-mesh``).
-
-It neither touches Kubernetes nor sets statuses: applying the labels and reporting problems is the
-caller's job (see :class:`coordinated_mesh.coordinator.Coordinator`). Usage::
-
-    class MyCharm(ops.CharmBase):
-        def __init__(self, framework: ops.Framework):
-            super().__init__(framework)
-            self.mesh = ServiceMeshConsumer(
-                self,
-                policies=[
-                    AppPolicy(relation="api", endpoints=[Endpoint(ports=[8080])]),
-                    UnitPolicy(relation="metrics-endpoint", ports=[9090]),
-                ],
-            )
-
-The consumer publishes on the relation events that change the policies; calling
-:meth:`ServiceMeshConsumer.publish_policies` on every hook as well is cheap (no write when nothing
-changed) and safe on any unit (a no-op on non-leaders).
+:class:`ServiceMeshConsumer` reads the beacon's enrolment ``labels`` and ``mesh_type`` (missing or
+invalid data is "not ready", with a :attr:`~ServiceMeshConsumer.problem`, never an exception),
+resolves the charm's declared policies into one ``MeshPolicy`` per related application (naming
+cross-model clients' real application and model), and, on the leader, publishes them only when
+they change. It neither touches Kubernetes nor sets statuses.
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
-"""Mesh authorization policies: the models shared by the relation and by Kubernetes.
+"""Mesh authorization policies: what a charm declares, and the resolved wire form.
 
-Three kinds of object live here:
-
-* :class:`AppPolicy` and :class:`UnitPolicy` are what a charm author *declares*: "whoever is related
-  to me over relation R may reach these endpoints of my Service (``AppPolicy``) or these ports of my
-  pods (``UnitPolicy``)".
-* :class:`MeshPolicy` is a *resolved* policy: one concrete source application in one namespace,
-  allowed to reach one target. It is what travels in the ``service_mesh`` relation's ``policies`` key
-  and what :mod:`coordinated_mesh.authorization` renders into an Istio ``AuthorizationPolicy``.
-* :func:`build_mesh_policies` resolves declarations into mesh policies (a pure function).
-
-The JSON form of a :class:`MeshPolicy` is a wire contract with the ``istio-beacon-k8s`` charm: every
-key is present, unset ones are ``null``, in the order the fields are declared below.
+:class:`AppPolicy` and :class:`UnitPolicy` are declarations ("whoever is related over R may reach
+these endpoints of my Service / these ports of my pods"); :class:`MeshPolicy` is one resolved
+source -> target allowance, the ``service_mesh`` relation's wire form (a contract with
+``istio-beacon-k8s``: every key present, in declared order); :func:`build_mesh_policies` resolves.
 """
 
 from __future__ import annotations

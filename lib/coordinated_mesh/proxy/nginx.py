@@ -1,38 +1,11 @@
-"""Render the telemetry proxy's nginx configuration (pure text, deterministic).
+"""Render the telemetry proxy's nginx configuration: pure text, deterministic, injection-safe.
 
-:func:`render_nginx_config` turns a :class:`~coordinated_mesh.telemetry_proxy.TelemetryProxyPlan`
-into a complete ``nginx.conf`` for the coordinator's ``nginx`` container (the ``ubuntu/nginx``
-rock, or Debian's nginx in tests). It targets nginx 1.22 and newer:
-
-* Upstream host names are resolved **at request time**: an http-level ``resolver`` plus
-  ``set $upstream <url>; proxy_pass $upstream...;`` (``grpc_pass`` for gRPC). There are no
-  ``upstream`` blocks, so a backend name that does not resolve (a Loki unit being torn down, a typo
-  in remote data) never stops nginx from starting or reloading; only requests to that backend fail
-  (502). 1.22 has no ``server ... resolve`` in upstreams.
-* HTTP/1.1 to upstreams with an empty ``Connection`` header (needed behind a mesh proxy).
-* One HTTP server on ``http_port`` with every ``/proxy/...`` location; anything else is 404.
-* The worker query API (when the plan has one): an http-level ``split_clients "${request_id}"
-  $worker_query_backend`` over the workers' ``host:port`` (each request goes to one worker,
-  evenly spread; names are still resolved per request) and one prefix location that strips the
-  prefix with ``rewrite ... break`` and passes the request to ``http://$worker_query_backend``
-  (with a variable in ``proxy_pass`` nginx does not replace the location prefix itself).
-* Prefix locations rewrite with ``(?s)``, so a request path holding an encoded newline is
-  rewritten like any other instead of reaching the upstream with our prefix.
-* With ``grpc_port``, a separate cleartext HTTP/2 server (``listen PORT http2``; 1.22 has no
-  ``http2 on``) that routes gRPC tracing by gRPC service name.
-* A loopback server on the status port with ``location = /status { stub_status; }`` for
-  ``nginx-prometheus-exporter --nginx.scrape-uri=http://127.0.0.1:<port>/status``.
-* Main context for a container: no ``daemon`` directive (Pebble supervises the master, so run it
-  in the foreground with ``-g 'daemon off;'``, see :func:`nginx_command`; ``nginx -s reload``
-  reloads), the error log on stderr, the access log on stdout, writable temp paths and pid file (``/tmp`` by
-  default), and a request body limit large enough for log pushes and remote write.
-
-Only values parsed by :mod:`coordinated_mesh.telemetry_proxy` reach the text, and every one is
-checked again against a conservative character set before it is written, so remote data cannot
-inject directives. The same plan always gives byte-identical text.
-
-Not yet rendered: a TLS listener on ``https_port`` (no certificate inputs yet) and verification of
-upstream TLS certificates (``https`` upstreams are proxied without verification, with SNI).
+:func:`render_nginx_config` turns a :class:`~coordinated_mesh.proxy.plan.TelemetryProxyPlan` into
+a complete ``nginx.conf`` for nginx 1.22 and newer under Pebble: request-time DNS (``resolver`` and
+``proxy_pass $upstream``, so a backend that does not resolve never stops nginx), HTTP/1.1 upstreams,
+one HTTP server, an optional h2c gRPC server, a loopback ``stub_status``. Every value is checked
+against a conservative character set before it is written. Why each choice:
+``docs/explanation/telemetry-proxy.md``.
 """
 
 from __future__ import annotations

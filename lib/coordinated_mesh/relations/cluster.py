@@ -1,16 +1,9 @@
 """The ``cluster`` relation between a coordinator (provider) and its workers (requirers).
 
-Our own protocol, carrying what a worker needs to join the cluster and what the coordinator needs
-to front it:
-
-* coordinator application databag (:class:`CoordinatorAppData`, leader-written): the labels every
-  cluster pod carries, the workload configuration, and the :class:`ProxiedTelemetry` URLs;
-* worker unit databag (:class:`WorkerUnitData`, every unit): its Juju topology, its address and
-  where its metrics are served;
-* worker application databag (:class:`WorkerAppData`, leader-written): its role.
-
-Every value is a JSON document in a string (:mod:`coordinated_mesh.relations.databag`). Unknown
-keys are ignored; a known key with a bad value is a ``DatabagError``.
+Coordinator application databag: :class:`CoordinatorAppData` (labels, workload configuration,
+:class:`ProxiedTelemetry`); worker unit databag: :class:`WorkerUnitData` (topology, address,
+metrics endpoint); worker application databag: :class:`WorkerAppData` (role). Values are JSON in
+strings; unknown keys are ignored. Every key: ``docs/reference/relations.md``.
 """
 
 from __future__ import annotations

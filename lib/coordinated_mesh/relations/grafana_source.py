@@ -1,26 +1,10 @@
 """``grafana_datasource``, provider side: the cluster's query API as a Grafana datasource.
 
-Wire format (what grafana-k8s reads on ``grafana-source``):
-
-* our application databag (leader only): ``grafana_source_data`` = JSON
-  ``{"application", "model", "model_uuid", "type"}`` (:class:`GrafanaSourceData`);
-* every unit's databag: ``grafana_source_host`` = the datasource URL as a *plain string* (not
-  JSON). Grafana creates one datasource per provider unit whose value is not empty, named after
-  that unit; an empty value means "this unit offers no datasource". Juju stores an empty value as
-  no key at all (``ops`` deletes a key set to ``""``), and Grafana reads both alike, so "no
-  datasource" is written as the key's removal: that is what ``""`` becomes anyway, and it is
-  written only once.
-
-The coordinator offers its workers' query API through its proxy (see
-:class:`~coordinated_mesh.telemetry_proxy.WorkerQueryApi`), so every coordinator unit publishes the
-same URL, the coordinator's Kubernetes Service
-``http://<app>.<model>.svc.cluster.local:<http_port>/query``: the datasource keeps working whichever
-coordinator unit or worker unit comes or goes. While no worker can serve queries every unit
-publishes ``""`` (no key).
-
-Grafana writes back ``grafana_uid``, ``datasource_uids`` (and ``grafana_base_url``) in its
-application databag. We read nothing from the relation, so nothing Grafana (or anyone) writes
-there can break a hook.
+Our application databag (leader): ``grafana_source_data`` = JSON ``{application, model,
+model_uuid, type}``; every unit's databag: ``grafana_source_host`` = the URL as a plain string,
+where an empty value (no key) means "no datasource" (``../shared/spec/telemetry-interfaces.md``).
+Every unit publishes the coordinator Service's URL; nothing is read back, so nothing Grafana
+writes can break a hook.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
-"""``loki_push_api``, requirer side: where to push logs (``logging``).
+"""``loki_push_api``, requirer side (``logging``): where to push logs.
 
-Wire format:
-
-* each Loki unit's databag: ``endpoint`` = JSON ``{"url": "<push URL>"}`` (one per Loki unit) and
-  ``public_address`` (not used here);
-* our application databag (leader only): ``metadata`` = JSON topology
-  (:class:`TopologyMetadata`), optionally ``alert_rules`` = JSON LogQL rules.
-
-The coordinator reads every Loki unit's push URL, proxies it (``/proxy/loki/<unit>/push``) and
-hands the proxied URLs to workers, whose Pebble log forwarding pushes there.
+Each Loki unit's databag: ``endpoint`` = JSON ``{"url": "<push URL>"}``; our application databag
+(leader): ``metadata`` = JSON topology, optionally ``alert_rules``
+(``../shared/spec/telemetry-interfaces.md``). The coordinator proxies each push URL and hands the
+proxied ones to the workers.
 """
 
 from __future__ import annotations

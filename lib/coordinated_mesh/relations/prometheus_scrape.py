@@ -1,21 +1,9 @@
 """``prometheus_scrape``, provider side: publish scrape jobs on ``metrics-endpoint``.
 
-Wire format (what prometheus-k8s reads):
-
-* application databag (leader only): ``scrape_jobs`` (JSON list of jobs, only the keys in
-  :data:`ALLOWED_JOB_KEYS`), ``scrape_metadata`` (JSON topology, :class:`TopologyMetadata`),
-  ``alert_rules`` (JSON ``{"groups": [...]}`` or ``{}``);
-* unit databag (every unit, plain strings): ``prometheus_scrape_unit_address``,
-  ``prometheus_scrape_unit_name``, ``prometheus_scrape_unit_fqdn``. Prometheus expands a job
-  target ``*:PORT`` to each unit's address on that port.
-
-The coordinator publishes :attr:`~coordinated_mesh.telemetry_proxy.TelemetryProxyPlan.scrape_jobs`
-(its nginx exporter on ``*:9113`` plus one proxied job per worker unit)::
-
-    publish_scrape_jobs(
-        self.model, plan.scrape_jobs, charm_name="mesh-coordinator-k8s",
-        unit_address=socket.getfqdn(),
-    )
+Application databag (leader): ``scrape_jobs`` (only :data:`ALLOWED_JOB_KEYS`), ``scrape_metadata``
+(JSON topology), ``alert_rules``; every unit's databag: ``prometheus_scrape_unit_address``,
+``_name`` and ``_fqdn`` as plain strings (a job target ``*:PORT`` expands to each unit's address).
+Wire format: ``../shared/spec/telemetry-interfaces.md``.
 """
 
 from __future__ import annotations

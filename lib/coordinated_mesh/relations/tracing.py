@@ -1,23 +1,10 @@
 """``tracing`` (v2), requirer side: ``charm-tracing`` and ``workload-tracing``.
 
-Wire format:
-
-* our application databag (leader only): ``receivers`` = JSON list of requested protocol names,
-  e.g. ``["otlp_grpc", "otlp_http"]``;
-* the provider's application databag: ``receivers`` = JSON list of
-  ``{"protocol": {"name": "otlp_http", "type": "http"}, "url": "http://tempo...:4318"}``. HTTP
-  receivers are URLs without a path (senders append ``/v1/traces``); gRPC receivers are
-  ``host:port`` without a scheme.
-
-Why not ``charmlibs.interfaces.tracing.TracingEndpointRequirer``: we use that package's protocol
-vocabulary (``ReceiverProtocol`` and its protocol -> transport table), so names stay in sync, and
-our tests check that its models read what we write and that we read what its provider writes. But
-its requirer object does not fit a coordinator that reconciles from plain functions on every hook:
-it must be constructed in the charm's ``__init__`` and observes events; its databag ``dump`` clears
-the whole application databag and rewrites it on every call (no "write only when changed");
-requesting protocols raises on non-leaders; and a single malformed receiver makes the whole provider
-databag invalid, while we drop only that receiver and keep the rest (``Receiver.url`` is not
-validated there at all, and the URLs end up in nginx's configuration).
+We write ``receivers`` (the protocol names we want); the provider writes ``receivers`` as a list of
+``{"protocol": {"name", "type"}, "url"}`` (HTTP: a URL without a path; gRPC: ``host:port``). The
+protocol vocabulary is ``charmlibs.interfaces.tracing``'s; its requirer object is not used because
+it rewrites the whole databag on every call and rejects a provider databag for one bad receiver,
+where we drop only that receiver. Wire format: ``../shared/spec/telemetry-interfaces.md``.
 """
 
 from __future__ import annotations

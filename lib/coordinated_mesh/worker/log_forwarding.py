@@ -1,20 +1,9 @@
-"""Pebble log forwarding to Loki: which log targets a workload container's plan must hold.
+"""Pebble log forwarding to Loki: which log targets a workload container's plan must hold (pure).
 
-A pure module: given the Loki push URLs a workload must forward to and the log targets currently
-in the container's plan, it decides the log targets to (re)declare. The format is the one the
-``loki_push_api`` ecosystem uses::
-
-    log-targets:
-      loki/0: {override: replace, type: loki, location: <push URL>, services: [all],
-               labels: {product: Juju, charm: ..., juju_model: ..., juju_model_uuid: ...,
-                        juju_application: ..., juju_unit: ...}}
-
-A target that must stop forwarding is redeclared with ``services: ["-all"]`` (Pebble has no way to
-delete a log target from a plan). Targets are named after the key the URL came with (a Loki unit
-name such as ``loki/0``); any other key is replaced by a stable, sanitised name. Only targets named
-that way are considered ours: a charm's own log targets with other names are never touched.
-
-Pebble applies log target changes as soon as the layer is added: no replan is needed.
+:func:`log_forwarding_layer` decides the layer to add: one ``loki`` target per push URL, named
+after the key it came with (a Loki unit name, or a stable hashed name), with the Juju topology
+labels; a target no longer wanted is redeclared with ``services: ["-all"]`` (a plan cannot delete
+one). Only targets named that way are ours; the layer holds only what changes.
 """
 
 from __future__ import annotations
