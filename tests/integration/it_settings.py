@@ -20,7 +20,8 @@ variable                        meaning (default)
 ==============================  ====================================================================
 
 When neither ``COORDINATOR_CHARM``/``WORKER_CHARM`` nor a ``build/*.charm`` exists, the tests run
-``tools/pack.py`` (what ``tox -e pack`` runs), which needs ``charmcraft`` and LXD.
+``tools/pack.py`` (what ``tox -e pack`` runs), which needs ``charmcraft`` (the snap, preferably)
+and LXD.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ import dataclasses
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pack
 import yaml
 
 logger = logging.getLogger(__name__)
@@ -180,12 +181,18 @@ def resolve_charms(settings: Settings) -> tuple[Path, Path]:
     if not missing:
         return resolved[0], resolved[1]
 
-    if shutil.which("charmcraft") is None:
+    try:
+        charmcraft = pack.find_charmcraft()
+    except pack.StagingError as e:
         raise FileNotFoundError(
-            f"no packed charm for {', '.join(missing)} in {BUILD_DIR} and charmcraft is not "
-            "installed: run `tox -e pack` first, or set COORDINATOR_CHARM and WORKER_CHARM"
-        )
-    logger.info("packing both charms with tools/pack.py (several minutes the first time)")
+            f"no packed charm for {', '.join(missing)} in {BUILD_DIR} and {e}: run "
+            "`tox -e pack` first, or set COORDINATOR_CHARM and WORKER_CHARM"
+        ) from None
+    log = logger.info if charmcraft.is_snap else logger.warning
+    log(
+        "packing both charms with tools/pack.py (several minutes the first time): %s",
+        charmcraft.note,
+    )
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "pack.py"), "--build-dir", str(BUILD_DIR)],
         cwd=ROOT,

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import it_settings
 import jubilant
+import pack
 import pytest
 from coordinated_mesh.policies import Endpoint, MeshPolicy, Method, PolicyTargetType
 from it_juju import (
@@ -537,3 +538,27 @@ def test_gate_passes_a_kubernetes_controller(tmp_path: Path, monkeypatch: pytest
         f'[ "$4" = "--controller" ] && [ "$5" = "k" ] || exit 3\necho \'{json.dumps(models)}\'\n',
     )
     assert controller_problem("k", None) is None
+
+
+# --- which charmcraft packs ----------------------------------------------------------------------
+
+
+def test_pack_prefers_the_charmcraft_snap(tmp_path: Path):
+    snap = tmp_path / "snap-bin-charmcraft"
+    snap.write_text("#!/bin/sh\n")
+    snap.chmod(0o755)
+    found = pack.find_charmcraft(snap, which=lambda _: "/venv/bin/charmcraft")
+    assert (found.command, found.is_snap) == (str(snap), True)
+    assert "charmcraft snap" in found.note
+
+
+def test_pack_falls_back_to_the_path_with_a_warning(tmp_path: Path):
+    not_executable = tmp_path / "charmcraft"
+    not_executable.write_text("")
+    for snap in (tmp_path / "missing", not_executable):
+        found = pack.find_charmcraft(snap, which=lambda _: "/venv/bin/charmcraft")
+        assert (found.command, found.is_snap) == ("/venv/bin/charmcraft", False)
+        assert found.note.startswith("warning: /venv/bin/charmcraft is not the charmcraft snap")
+        assert "latest/stable" in found.note and "snap install charmcraft --classic" in found.note
+    with pytest.raises(pack.StagingError, match="charmcraft is not installed"):
+        pack.find_charmcraft(tmp_path / "missing", which=lambda _: None)
