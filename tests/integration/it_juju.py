@@ -25,6 +25,7 @@ import yaml
 from coordinated_mesh.cluster import WorkerUnitData
 from coordinated_mesh.databag import DatabagError
 from coordinated_mesh.policies import MeshPolicy
+from juju_models import KUBERNETES, ModelList
 
 logger = logging.getLogger(__name__)
 
@@ -221,8 +222,9 @@ def controller_problem(controller: str | None, cloud: str | None) -> str | None:
     """Why no usable Juju controller is reachable, or None when one is.
 
     Runs ``juju models`` (on ``controller``, else the current one). Without ``cloud`` (pytest's
-    ``--juju-cloud``), a controller whose own model is not a Kubernetes (``caas``) model is
-    unusable: new models would land on its machine cloud.
+    ``--juju-cloud``), a controller whose own model's ``model-type`` is not ``caas`` is unusable:
+    new models would land on its machine cloud. (``type`` is the provider type, ``kubernetes`` on
+    microk8s: not what decides.) A missing ``model-type`` lets the run go on.
     """
     juju_bin = shutil.which("juju")
     if juju_bin is None:
@@ -240,15 +242,13 @@ def controller_problem(controller: str | None, cloud: str | None) -> str | None:
         said = (result.stderr or result.stdout).strip().splitlines()
         return f"no reachable Juju controller (`juju models`: {said[0] if said else 'failed'})"
     if cloud is None:
-        models: list[dict[str, Any]] = json.loads(result.stdout or "{}").get("models") or []
-        for model in models:
-            name = str(model.get("short-name") or model.get("name") or "")
-            is_controller_model = name.rsplit("/", maxsplit=1)[-1] == "controller"
-            if is_controller_model and model.get("type") not in (None, "caas"):
-                return (
-                    "the Juju controller runs on a machine cloud; these tests need a Kubernetes "
-                    "model: pass --juju-cloud <k8s cloud> or bootstrap on microk8s"
-                )
+        own = ModelList.from_json(json.loads(result.stdout or "{}")).controller_model
+        if own is not None and own.model_type not in ("", KUBERNETES):
+            return (
+                f"the Juju controller runs on a machine cloud ({own.cloud}, model-type "
+                f"{own.model_type}); these tests need a Kubernetes model: pass "
+                "--juju-cloud <k8s cloud> or bootstrap on microk8s"
+            )
     return None
 
 

@@ -1,15 +1,18 @@
 """The integration tests' own helpers, checked without Juju or Kubernetes.
 
 A wrong helper would make the integration tests pass for the wrong reason (a DNS error counted as
-"denied", a policy matched on the wrong target), so the helpers are tested here, offline: the
-in-pod probe program runs for real (through ``bash``, as ``juju exec`` runs it) against a local
-HTTP server, and the Kubernetes and relation-data readers run on recorded shapes.
+"denied", a policy matched on the wrong target, a controller judged by the wrong key), so the
+helpers are tested here, offline: the in-pod probe program runs for real (through ``bash``, as
+``juju exec`` runs it) against a local HTTP server, and the readers of Juju and Kubernetes output
+run on fixtures of the documented shapes (``it_fixtures``, each stating its source), parsed by the
+same code as live (jubilant's own parsers included).
 """
 
 from __future__ import annotations
 
 import http.server
 import json
+import shlex
 import socket
 import subprocess
 import threading
@@ -17,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+import it_fixtures as fx
 import it_settings
 import jubilant
 import pack
@@ -25,6 +29,7 @@ from coordinated_mesh.policies import Endpoint, MeshPolicy, Method, PolicyTarget
 from it_juju import (
     NotReadyError,
     ProbeResult,
+    beacon_labels,
     controller_problem,
     eventually,
     expect_denied,
@@ -33,10 +38,12 @@ from it_juju import (
     probe,
     proxied_metrics_urls,
     published_mesh_policies,
+    remote_app_data,
     scrape_samples,
     worker_units_data,
 )
 from it_kube import (
+    Operation,
     PolicyView,
     cluster_internal_policies,
     expected_cluster_internal,
@@ -47,22 +54,48 @@ from it_kube import (
     service_target,
 )
 from it_settings import Settings, find_built_charm, oci_resources, resolve_charms
-from jubilant.unittypes import RelationData, UnitInfo, UnitRelationData
+from juju_models import ModelList
 
 pytestmark = pytest.mark.offline
 
 NS = "mesh-test"
 
 
-class LocalJuju:
-    """Stands in for :class:`jubilant.Juju`: ``exec`` runs in local bash, ``show_unit`` is canned."""
+class CannedJuju(jubilant.Juju):
+    """A real :class:`jubilant.Juju` whose CLI answers from recorded output, recording each call.
+
+    Parsing stays jubilant's own (``status``, ``show_unit``) and so does argument building
+    (``deploy``, ``integrate``...). ``answers`` maps ``(command, model)`` to stdout; a command
+    missing there answers ``""``. ``cli_binary`` names no real program, so jubilant never thinks
+    Juju is a snap (which would make it copy charm files).
+    """
 
     def __init__(
         self,
-        units: Mapping[str, UnitInfo] | None = None,
+        model: str | None = None,
+        answers: Mapping[tuple[str, str | None], str] | None = None,
+        calls: list[tuple[str | None, tuple[str, ...]]] | None = None,
+    ):
+        super().__init__(model=model, cli_binary="juju-not-installed-here")
+        self.answers = dict(answers or {})
+        self.calls: list[tuple[str | None, tuple[str, ...]]] = [] if calls is None else calls
+
+    def cli(self, *args: str, include_model: bool = True, stdin: str | None = None) -> str:
+        model = self.model if include_model else None
+        self.calls.append((model, args))
+        return self.answers.get((args[0], model), "")
+
+
+class LocalJuju:
+    """Stands in for :class:`jubilant.Juju`: ``exec`` runs in local bash, ``show_unit`` answers
+    from ``juju show-unit --format json`` documents through jubilant's parser."""
+
+    def __init__(
+        self,
+        units: Mapping[str, str] | None = None,
         stdout: str | Callable[[str], str] | None = None,
     ):
-        self.units = dict(units or {})
+        self.show_unit_json = dict(units or {})
         self.canned_stdout = stdout
         self.commands: list[str] = []
 
@@ -85,8 +118,8 @@ class LocalJuju:
         task.raise_on_failure()
         return task
 
-    def show_unit(self, unit: str) -> UnitInfo:
-        return self.units[unit]
+    def show_unit(self, unit: str) -> jubilant.UnitInfo:
+        return CannedJuju("m", {("show-unit", "m"): self.show_unit_json[unit]}).show_unit(unit)
 
     def as_juju(self) -> jubilant.Juju:
         return cast("jubilant.Juju", self)
@@ -247,26 +280,60 @@ def test_prometheus_errors_are_not_ready_rather_than_failures():
         scrape_samples(juju, "prometheus/0", "w")
 
 
-# --- relation data -------------------------------------------------------------------------------
+# --- relation data (juju show-unit --format json) ------------------------------------------------
 
 
-def _unit(endpoint: str, app_data: Mapping[str, str], units: Mapping[str, Mapping[str, str]]):
-    return UnitInfo(
-        opened_ports=[],
-        charm="local:x",
-        leader=True,
-        relation_info=[
-            RelationData(
-                relation_id=1,
-                endpoint=endpoint,
-                related_endpoint=endpoint,
-                app_data=dict(app_data),
-                related_units={
-                    u: UnitRelationData(in_scope=True, data=dict(d)) for u, d in units.items()
-                },
-            )
-        ],
+def _show_unit(
+    unit: str, endpoint: str, app_data: Mapping[str, str], units: Mapping[str, Mapping[str, str]]
+) -> str:
+    return fx.show_unit_json(
+        unit, fx.relation_info(endpoint, app_data=app_data, related_units=units)
     )
+
+
+def test_show_unit_fixture_has_the_shape_jubilant_parses():
+    doc = fx.show_unit_json(
+        "coordinator/0",
+        fx.relation_info(
+            "cluster",
+            app_data={"worker_role": "read"},
+            related_units={"w/0": {"address": "x"}},
+            local_data={"mine": "1"},
+        ),
+    )
+    info = LocalJuju({"coordinator/0": doc}).show_unit("coordinator/0")
+    [relation] = info.relation_info
+    assert (info.leader, relation.endpoint, relation.app_data) == (
+        True,
+        "cluster",
+        {"worker_role": "read"},
+    )
+    assert relation.related_units["w/0"].data == {"address": "x"}
+    assert relation.local_unit is not None and relation.local_unit.data == {"mine": "1"}
+
+
+def test_remote_app_data_picks_the_relation_of_that_application():
+    info = fx.show_unit_json(
+        "prometheus/0",
+        fx.relation_info(
+            "metrics-endpoint",
+            app_data={"scrape_jobs": "[]", "who": "other"},
+            related_units={"other/0": {}},
+            relation_id=3,
+        ),
+        fx.relation_info(
+            "metrics-endpoint",
+            app_data={"scrape_jobs": "[]", "who": "coordinator"},
+            related_units={"coordinator/0": {}, "coordinator/1": {}},
+            relation_id=4,
+            local_data={"who": "prometheus itself"},
+        ),
+    )
+    juju = LocalJuju({"prometheus/0": info}).as_juju()
+    data = remote_app_data(juju, "prometheus/0", "metrics-endpoint", "coordinator")
+    assert data["who"] == "coordinator"
+    with pytest.raises(AssertionError, match="no 'logging' relation with coordinator"):
+        remote_app_data(juju, "prometheus/0", "logging", "coordinator")
 
 
 def test_proxied_metrics_urls_reads_the_worker_jobs_only():
@@ -284,7 +351,9 @@ def test_proxied_metrics_urls_reads_the_worker_jobs_only():
 
     jobs = [{"job_name": "nginx", "static_configs": [{"targets": ["*:9113"]}]}, job("w-b/0")]
     jobs.append(job("w-a/1"))
-    info = _unit("metrics-endpoint", {"scrape_jobs": json.dumps(jobs)}, {"coordinator/0": {}})
+    info = _show_unit(
+        "prometheus/0", "metrics-endpoint", {"scrape_jobs": json.dumps(jobs)}, {"coordinator/0": {}}
+    )
     juju = LocalJuju({"prometheus/0": info}).as_juju()
     assert proxied_metrics_urls(juju, "prometheus/0", "coordinator") == {
         "w-a/1": f"http://coordinator.{NS}.svc.cluster.local:8080/proxy/worker/w-a-1/metrics",
@@ -303,7 +372,9 @@ def test_worker_units_data_skips_incomplete_units():
         "metrics_endpoint": json.dumps({"port": 9090, "path": "/metrics"}),
         "ingress-address": "10.1.2.3",
     }
-    info = _unit("cluster", {}, {"w/0": complete, "w/1": {"ingress-address": "10.1.2.4"}})
+    info = _show_unit(
+        "coordinator/0", "cluster", {}, {"w/0": complete, "w/1": {"ingress-address": "10.1.2.4"}}
+    )
     found = worker_units_data(LocalJuju({"coordinator/0": info}).as_juju(), "coordinator/0")
     assert list(found) == ["w/0"]
     assert found["w/0"].metrics_endpoint is not None
@@ -322,58 +393,117 @@ def test_published_mesh_policies_parses_the_wire_format():
             "endpoints": [{"hosts": None, "ports": [9113], "methods": None, "paths": None}],
         }
     ]
-    info = _unit("service-mesh", {"policies": json.dumps(wire)}, {"coordinator/0": {}})
+    info = _show_unit(
+        "istio-beacon/0", "service-mesh", {"policies": json.dumps(wire)}, {"coordinator/0": {}}
+    )
     juju = LocalJuju({"istio-beacon/0": info}).as_juju()
     [policy] = published_mesh_policies(juju, "istio-beacon/0", "coordinator")
     assert policy.target_type is PolicyTargetType.unit
     assert policy.to_wire() == wire[0]
 
 
-# --- Kubernetes views ----------------------------------------------------------------------------
+def test_beacon_labels_read_the_beacons_databag():
+    labels = {
+        "istio.io/dataplane-mode": "ambient",
+        "istio.io/use-waypoint": f"{NS}-istio-beacon-waypoint",
+        "istio.io/use-waypoint-namespace": NS,
+    }
+    # service_mesh provider databag: JSON strings, mesh_type with its quotes, extra keys ignored.
+    beacon = {"labels": json.dumps(labels), "mesh_type": '"istio"', "future": "x"}
+    info = _show_unit("coordinator/0", "service-mesh", beacon, {"istio-beacon/0": {}})
+    empty = _show_unit("coordinator/1", "service-mesh", {}, {"istio-beacon/0": {}})
+    juju = LocalJuju({"coordinator/0": info, "coordinator/1": empty}).as_juju()
+    assert beacon_labels(juju, "coordinator/0", "istio-beacon") == labels
+    assert beacon_labels(juju, "coordinator/1", "istio-beacon") == {}
 
 
-def _ap(name: str, source: str, spec: dict[str, Any]) -> PolicyView:
-    rules: list[dict[str, Any]] = [{"from": [{"source": {"principals": [principal(NS, source)]}}]}]
-    rules[0].update(spec.pop("to", {}))
-    return PolicyView.from_resource(
-        {"metadata": {"name": name, "labels": {"a": "b"}}, "spec": {**spec, "rules": rules}}
-    )
+# --- Kubernetes views (AuthorizationPolicy objects) ----------------------------------------------
+
+METRICS_PATH = "/proxy/worker/{*}/metrics"
 
 
-def _selector(app: str) -> dict[str, Any]:
-    return {"selector": {"matchLabels": {"app.kubernetes.io/part-of": app}}}
+def _view(obj: Mapping[str, Any]) -> PolicyView:
+    return PolicyView.from_resource(obj)
 
 
-def _service(app: str) -> dict[str, Any]:
-    return {"targetRefs": [{"group": "", "kind": "Service", "name": app}]}
+def _cluster_pods(coordinator: str = "coordinator") -> dict[str, str]:
+    return {"app.kubernetes.io/part-of": coordinator}
 
 
-def test_policy_view_reads_an_l7_policy():
-    view = _ap(
-        "p",
-        "prometheus",
-        {
-            **_service("coordinator"),
-            "to": {"to": [{"operation": {"ports": ["8080"], "methods": ["GET"]}}]},
-        },
+def test_policy_view_reads_the_beacons_l7_policy():
+    view = _view(
+        fx.l7_policy(
+            "p",
+            namespace=NS,
+            source_app="prometheus",
+            service="coordinator",
+            operations=[{"ports": ["8080"], "methods": ["GET"], "paths": [METRICS_PATH]}],
+        )
     )
     assert view.principals == (principal(NS, "prometheus"),)
     assert view.targets == (service_target("coordinator"),)
     assert (view.ports, view.action) == (("8080",), "ALLOW")
-    assert "prometheus -> service:coordinator ports 8080" in str(view)
+    assert view.operations == (Operation(("8080",), ("GET",), (METRICS_PATH,)),)
+    assert "prometheus -> service:coordinator ports 8080 (ports=8080 methods=GET paths=" in str(
+        view
+    )
+
+
+def test_policy_view_reads_an_l4_policy_with_and_without_ports():
+    with_ports = _view(
+        fx.l4_policy(
+            "u",
+            namespace=NS,
+            source_app="prometheus",
+            match_labels={"app.kubernetes.io/name": "coordinator"},
+            ports=["9113"],
+        )
+    )
+    any_port = _view(
+        fx.l4_policy("c", namespace=NS, source_app="worker-a", match_labels=_cluster_pods())
+    )
+    assert with_ports.targets == (selector_target({"app.kubernetes.io/name": "coordinator"}),)
+    assert with_ports.operations == (Operation(ports=("9113",)),)
+    assert (any_port.operations, any_port.ports) == ((), ())
 
 
 def _cluster_policies(workers: list[str]) -> list[PolicyView]:
-    views = [_ap("c", "coordinator", _selector("coordinator"))]
+    views = [
+        _view(
+            fx.l4_policy("c", namespace=NS, source_app="coordinator", match_labels=_cluster_pods())
+        )
+    ]
     for w in workers:
-        views.append(_ap(f"{w}-pods", w, _selector("coordinator")))
-        views.append(_ap(f"{w}-svc", w, _service("coordinator")))
+        views.append(
+            _view(
+                fx.l4_policy(f"{w}-pods", namespace=NS, source_app=w, match_labels=_cluster_pods())
+            )
+        )
+        views.append(
+            _view(
+                fx.l7_policy(
+                    f"{w}-svc", namespace=NS, source_app=w, service="coordinator", operations=[]
+                )
+            )
+        )
     return views
 
 
 def test_cluster_internal_policies_pick_the_cluster_set_and_nothing_else():
-    beacon = _ap("beacon", "prometheus", _service("coordinator"))
-    other = _ap("other", "worker-a", _service("somebody-else"))
+    beacon = _view(
+        fx.l7_policy(
+            "beacon",
+            namespace=NS,
+            source_app="prometheus",
+            service="coordinator",
+            operations=[{"ports": ["8080"]}],
+        )
+    )
+    other = _view(
+        fx.l7_policy(
+            "other", namespace=NS, source_app="worker-a", service="somebody-else", operations=[]
+        )
+    )
     views = [*_cluster_policies(["worker-a", "worker-b"]), beacon, other]
     internal = cluster_internal_policies(
         views,
@@ -386,10 +516,7 @@ def test_cluster_internal_policies_pick_the_cluster_set_and_nothing_else():
     )
     assert len(internal) == len(wanted) == 5
     assert set[tuple[str, str]]().union(*(p.pairs() for p in internal)) == wanted
-    assert (
-        selector_target({"app.kubernetes.io/part-of": "coordinator"}),
-        principal(NS, "coordinator"),
-    ) in wanted
+    assert (selector_target(_cluster_pods()), principal(NS, "coordinator")) in wanted
 
 
 def test_leftovers_of_a_removed_worker_are_not_the_expected_set():
@@ -406,41 +533,53 @@ def test_leftovers_of_a_removed_worker_are_not_the_expected_set():
     assert set[tuple[str, str]]().union(*(p.pairs() for p in internal)) != wanted
 
 
-def test_find_policy_for_matches_principal_target_and_ports():
-    app_policy = MeshPolicy(
+def _mesh_policy(target_type: PolicyTargetType, endpoint: Endpoint) -> MeshPolicy:
+    return MeshPolicy(
         source_namespace=NS,
         source_app_name="prometheus",
         target_namespace=NS,
         target_app_name="coordinator",
-        target_type=PolicyTargetType.app,
-        endpoints=[
-            Endpoint(ports=[8080], methods=[Method.get], paths=["/proxy/worker/{*}/metrics"])
-        ],
+        target_type=target_type,
+        endpoints=[endpoint],
     )
-    unit_policy = MeshPolicy(
-        source_namespace=NS,
-        source_app_name="prometheus",
-        target_namespace=NS,
-        target_app_name="coordinator",
-        target_type=PolicyTargetType.unit,
-        endpoints=[Endpoint(ports=[9113])],
+
+
+def test_find_policy_for_wants_exactly_the_published_operations():
+    app_policy = _mesh_policy(
+        PolicyTargetType.app, Endpoint(ports=[8080], methods=[Method.get], paths=[METRICS_PATH])
     )
-    l7 = _ap(
-        "l7",
-        "prometheus",
-        {**_service("coordinator"), "to": {"to": [{"operation": {"ports": ["8080"]}}]}},
+    unit_policy = _mesh_policy(PolicyTargetType.unit, Endpoint(ports=[9113]))
+
+    def l7(name: str, *operations: Mapping[str, list[str]]) -> PolicyView:
+        return _view(
+            fx.l7_policy(
+                name,
+                namespace=NS,
+                source_app="prometheus",
+                service="coordinator",
+                operations=operations,
+            )
+        )
+
+    exact = l7("exact", {"ports": ["8080"], "methods": ["GET"], "paths": [METRICS_PATH]})
+    allow_all = l7("allow-all")  # no `to`: any request of the principal; L7 not enforced at all
+    ports_only = l7("ports-only", {"ports": ["8080"]})
+    more_methods = l7(
+        "more", {"ports": ["8080"], "methods": ["DELETE", "GET"], "paths": [METRICS_PATH]}
     )
-    l4 = _ap(
-        "l4",
-        "prometheus",
-        {
-            "selector": {"matchLabels": {"app.kubernetes.io/name": "coordinator"}},
-            "to": {"to": [{"operation": {"ports": ["9113"]}}]},
-        },
+    l4 = _view(
+        fx.l4_policy(
+            "l4",
+            namespace=NS,
+            source_app="prometheus",
+            match_labels={"app.kubernetes.io/name": "coordinator"},
+            ports=["9113"],
+        )
     )
-    assert find_policy_for(app_policy, [l4, l7]) == l7
-    assert find_policy_for(unit_policy, [l7, l4]) == l4
-    assert find_policy_for(unit_policy, [l7]) is None
+    assert find_policy_for(app_policy, [l4, allow_all, ports_only, more_methods, exact]) == exact
+    assert find_policy_for(app_policy, [allow_all, ports_only, more_methods]) is None
+    assert find_policy_for(unit_policy, [exact, l4]) == l4
+    assert find_policy_for(unit_policy, [exact]) is None
 
 
 def test_label_problems_names_missing_wrong_and_unwanted_labels():
@@ -457,7 +596,90 @@ def test_label_problems_names_missing_wrong_and_unwanted_labels():
     ]
 
 
-# --- settings, charms and the controller gate ----------------------------------------------------
+# --- juju models, and the controller gate --------------------------------------------------------
+
+
+def test_juju_models_is_read_by_model_type_not_provider_type():
+    models = ModelList.from_json(json.loads(fx.models_after_bootstrap_microk8s()))
+    own = models.controller_model
+    assert own is not None
+    assert (own.short_name, own.model_type, own.provider_type) == (
+        "controller",
+        "caas",
+        "kubernetes",
+    )
+    assert (models.current, models.workload_models()) == ("controller", ())
+    lxd = ModelList.from_json(json.loads(fx.models_on_lxd_controller())).controller_model
+    assert lxd is not None and (lxd.model_type, lxd.provider_type) == ("iaas", "lxd")
+
+
+def test_juju_models_without_optional_keys():
+    entry = fx.model_summary("mesh", provider_type="")
+    del entry["model-type"]
+    [model] = ModelList.from_json({"models": [entry]}).models
+    assert (model.name, model.short_name, model.model_type, model.provider_type) == (
+        "admin/mesh",
+        "mesh",
+        "",
+        "",
+    )
+    assert ModelList.from_json({"models": [entry]}).current is None
+    assert ModelList.from_json({}).models == ()
+
+
+def _fake_juju(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    juju = tmp_path / "juju"
+    juju.write_text("#!/bin/sh\n" + script)
+    juju.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+
+def _juju_printing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, document: str) -> None:
+    """A ``juju`` that prints ``document`` (only shell builtins: ``PATH`` is ``tmp_path``)."""
+    _fake_juju(tmp_path, monkeypatch, f"echo {shlex.quote(document)}\n")
+
+
+def test_gate_without_juju(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert "juju CLI is not installed" in (controller_problem(None, None) or "")
+
+
+def test_gate_without_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _fake_juju(tmp_path, monkeypatch, 'echo "ERROR No controllers registered." >&2; exit 1\n')
+    assert "No controllers registered" in (controller_problem(None, None) or "")
+
+
+def test_gate_passes_microk8s_whose_provider_type_is_kubernetes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # The regression: `type` is "kubernetes" here, and reading it as the model type skipped
+    # every live test on microk8s as "a machine cloud".
+    _juju_printing(tmp_path, monkeypatch, fx.models_after_bootstrap_microk8s())
+    assert controller_problem(None, None) is None
+
+
+def test_gate_on_a_machine_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _juju_printing(tmp_path, monkeypatch, fx.models_on_lxd_controller())
+    assert "machine cloud (localhost, model-type iaas)" in (controller_problem(None, None) or "")
+    assert controller_problem(None, "my-k8s") is None
+
+
+def test_gate_lets_an_unknown_model_type_go_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    entry = fx.model_summary("controller", provider_type="lxd")
+    del entry["model-type"]
+    _juju_printing(tmp_path, monkeypatch, fx.models_json(entry))
+    assert controller_problem(None, None) is None
+
+
+def test_gate_asks_the_named_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    document = shlex.quote(fx.models_after_bootstrap_microk8s())
+    script = f'[ "$4" = "--controller" ] && [ "$5" = "k" ] || exit 3\necho {document}\n'
+    _fake_juju(tmp_path, monkeypatch, script)
+    assert controller_problem("k", None) is None
+    assert "no reachable Juju controller" in (controller_problem("other", None) or "")
+
+
+# --- settings and charms --------------------------------------------------------------------------
 
 
 def test_settings_defaults_and_overrides():
@@ -504,40 +726,6 @@ def test_resolve_charms_takes_given_paths_and_rejects_missing(tmp_path: Path):
     env["WORKER_CHARM"] = str(tmp_path / "missing.charm")
     with pytest.raises(FileNotFoundError, match=r"WORKER_CHARM=.*missing\.charm does not exist"):
         resolve_charms(Settings.from_env(env))
-
-
-def _fake_juju(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
-    juju = tmp_path / "juju"
-    juju.write_text("#!/bin/sh\n" + script)
-    juju.chmod(0o755)
-    monkeypatch.setenv("PATH", str(tmp_path))
-
-
-def test_gate_without_juju(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert "juju CLI is not installed" in (controller_problem(None, None) or "")
-
-
-def test_gate_without_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    _fake_juju(tmp_path, monkeypatch, 'echo "ERROR No controllers registered." >&2; exit 1\n')
-    assert "No controllers registered" in (controller_problem(None, None) or "")
-
-
-def test_gate_on_a_machine_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    models = {"models": [{"name": "admin/controller", "short-name": "controller", "type": "iaas"}]}
-    _fake_juju(tmp_path, monkeypatch, f"echo '{json.dumps(models)}'\n")
-    assert "machine cloud" in (controller_problem(None, None) or "")
-    assert controller_problem(None, "my-k8s") is None
-
-
-def test_gate_passes_a_kubernetes_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    models = {"models": [{"name": "admin/controller", "short-name": "controller", "type": "caas"}]}
-    _fake_juju(
-        tmp_path,
-        monkeypatch,
-        f'[ "$4" = "--controller" ] && [ "$5" = "k" ] || exit 3\necho \'{json.dumps(models)}\'\n',
-    )
-    assert controller_problem("k", None) is None
 
 
 # --- which charmcraft packs ----------------------------------------------------------------------
