@@ -1,9 +1,9 @@
-"""Recorded shapes of what the integration helpers parse, one per shape.
+"""Recorded shapes of what the integration helpers and ``tools/deploy.py`` parse, one per shape.
 
 No Juju or Kubernetes runs here, so these stand in for their output. Each builder emits the
 documented keys of one command's output and says where they are documented; the offline tests
-feed them through the same parsers the live code uses (``jubilant.UnitInfo._from_dict`` for
-``juju show-unit``, ``ModelList.from_json``
+feed them through the same parsers the live code uses (``jubilant.Status._from_dict`` for
+``juju status``, ``jubilant.UnitInfo._from_dict`` for ``juju show-unit``, ``ModelList.from_json``
 for ``juju models``, ``PolicyView.from_resource`` for AuthorizationPolicies), so a wrong key fails
 here rather than on a cluster.
 
@@ -11,6 +11,8 @@ Sources:
 
 * ``juju models --format json``: Juju 3.6 ``cmd/juju/controller/listmodels.go``
   (``ModelSummarySet``, ``ModelSummary``) and ``../shared/spec/juju-and-istio-facts.md``.
+* ``juju status --format json``: Juju 3.6 ``cmd/juju/status/formatted.go``, as mirrored by
+  jubilant 1.14 ``statustypes.py`` (generated from those Go structs).
 * ``juju show-unit --format json``: Juju 3.6 ``cmd/juju/application/showunit.go`` (``UnitInfo``,
   ``RelationData``, ``UnitRelationData``), as mirrored by jubilant 1.14 ``unittypes.py``.
 * AuthorizationPolicy: ``../shared/spec/service-mesh-relation.md`` (what the beacon and our
@@ -87,6 +89,150 @@ def models_on_lxd_controller() -> str:
     return models_json(
         model_summary("controller", model_type="iaas", provider_type="lxd", cloud="localhost"),
         current="controller",
+    )
+
+
+# --- juju status --format json -------------------------------------------------------------------
+
+
+def unit_json(
+    workload: str = "active",
+    message: str = "",
+    *,
+    agent: str = "idle",
+    leader: bool = False,
+    address: str = "10.1.0.10",
+    provider_id: str = "",
+) -> dict[str, Any]:
+    """One entry of an application's ``units`` (Juju ``unitStatus``)."""
+    unit: dict[str, Any] = {
+        "workload-status": {"current": workload, "since": "01 Jan 2026 00:00:00Z"},
+        "juju-status": {
+            "current": agent,
+            "since": "01 Jan 2026 00:00:00Z",
+            "version": AGENT_VERSION,
+        },
+        "address": address,
+        "provider-id": provider_id,
+    }
+    if message:
+        unit["workload-status"]["message"] = message
+    if leader:
+        unit["leader"] = True
+    return unit
+
+
+def app_json(
+    charm_name: str,
+    *,
+    units: Mapping[str, Mapping[str, Any]],
+    relations: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+    channel: str | None = None,
+    status: str | None = None,
+    message: str = "",
+) -> dict[str, Any]:
+    """One entry of ``applications`` (Juju ``applicationStatus``).
+
+    ``relations`` maps an endpoint to ``(related application, interface)`` pairs; Juju 3 writes
+    each as ``{"related-application", "interface", "scope"}``. ``charm`` is the charm's name for
+    Charmhub charms and ``local:<name>-<rev>`` for local ones (nothing here reads it; jubilant
+    requires it). ``charm-channel`` is absent for local charms.
+    """
+    local = channel is None
+    workloads = [u["workload-status"]["current"] for u in units.values()]
+    app: dict[str, Any] = {
+        "charm": f"local:{charm_name}-0" if local else charm_name,
+        "base": {"name": "ubuntu", "channel": "24.04"},
+        "charm-origin": "local" if local else "charmhub",
+        "charm-name": charm_name,
+        "charm-rev": 0 if local else 42,
+        "exposed": False,
+        "scale": len(units),
+        "provider-id": f"{charm_name}-provider-id",
+        "address": "10.152.183.20",
+        "application-status": {
+            "current": status or (workloads[0] if workloads else "waiting"),
+            "message": message,
+            "since": "01 Jan 2026 00:00:00Z",
+        },
+        "relations": {
+            endpoint: [
+                {"related-application": other, "interface": interface, "scope": "global"}
+                for other, interface in related
+            ]
+            for endpoint, related in (relations or {}).items()
+        },
+        "units": {name: dict(u) for name, u in units.items()},
+        "endpoint-bindings": {"": "alpha", **dict.fromkeys(relations or {}, "alpha")},
+    }
+    if not local:
+        app["charm-channel"] = channel
+    if not app["relations"]:
+        del app["relations"]
+    return app
+
+
+def status_json(model: str, apps: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A whole ``juju status --format json`` document of a Kubernetes model.
+
+    Here ``model.type`` *is* the model type (``caas``), unlike ``juju models``' ``type``.
+    """
+    return {
+        "model": {
+            "name": model,
+            "type": "caas",
+            "controller": CONTROLLER,
+            "cloud": "microk8s",
+            "region": "localhost",
+            "version": AGENT_VERSION,
+            "model-status": {"current": "available", "since": "01 Jan 2026 00:00:00Z"},
+            "sla": "unsupported",
+        },
+        "machines": {},
+        "applications": {name: dict(app) for name, app in apps.items()},
+        "controller": {"timestamp": "00:00:00Z"},
+    }
+
+
+def istio_model_status(app: str = "istio-k8s", workload: str = "active") -> dict[str, Any]:
+    """The model istio-k8s runs in."""
+    return status_json(
+        "istio-system",
+        {app: app_json("istio-k8s", channel="2/edge", units={f"{app}/0": unit_json(workload)})},
+    )
+
+
+def mesh_model_status(
+    *,
+    coordinator: str = "active",
+    worker: str = "active",
+    beacon: str = "active",
+    beacon_message: str = "",
+    related: bool = True,
+) -> dict[str, Any]:
+    """The deploy command's model with the pair and the beacon (related unless ``related=False``)."""
+    cluster = {"cluster": [("worker", "mesh_cluster")]} if related else {}
+    mesh = {"service-mesh": [("istio-beacon", "service_mesh")]} if related else {}
+    return status_json(
+        "mesh",
+        {
+            "coordinator": app_json(
+                "mesh-coordinator-k8s",
+                units={"coordinator/0": unit_json(coordinator, leader=True)},
+                relations={**cluster, **mesh},
+            ),
+            "worker": app_json(
+                "mesh-worker-k8s",
+                units={"worker/0": unit_json(worker, leader=True)},
+                relations={"cluster": [("coordinator", "mesh_cluster")]} if related else {},
+            ),
+            "istio-beacon": app_json(
+                "istio-beacon-k8s",
+                channel="2/edge",
+                units={"istio-beacon/0": unit_json(beacon, beacon_message, leader=True)},
+                relations={"service-mesh": [("coordinator", "service_mesh")]} if related else {},
+            ),
+        },
     )
 
 

@@ -1,11 +1,11 @@
-"""The integration tests' own helpers, checked without Juju or Kubernetes.
+"""The integration tests' own helpers and ``tools/deploy.py``, checked without Juju or Kubernetes.
 
 A wrong helper would make the integration tests pass for the wrong reason (a DNS error counted as
-"denied", a policy matched on the wrong target, a controller judged by the wrong key), so the
-helpers are tested here, offline: the in-pod probe program runs for real (through ``bash``, as
-``juju exec`` runs it) against a local HTTP server, and the readers of Juju and Kubernetes output
-run on fixtures of the documented shapes (``it_fixtures``, each stating its source), parsed by the
-same code as live (jubilant's own parsers included).
+"denied", a policy matched on the wrong target, a controller judged by the wrong key), and a wrong
+planner would deploy the wrong thing, so both are tested here, offline: the in-pod probe program
+runs for real (through ``bash``, as ``juju exec`` runs it) against a local HTTP server, and the
+readers of Juju and Kubernetes output run on fixtures of the documented shapes (``it_fixtures``,
+each stating its source), parsed by the same code as live (jubilant's own parsers included).
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+import charm_sources
+import deploy
 import it_fixtures as fx
 import it_settings
 import jubilant
 import pack
 import pytest
+from charm_sources import CHANNELS, COORDINATOR, WORKER, oci_resources
 from coordinated_mesh.policies import Endpoint, MeshPolicy, Method, PolicyTargetType
 from it_juju import (
     NotReadyError,
@@ -53,7 +56,7 @@ from it_kube import (
     selector_target,
     service_target,
 )
-from it_settings import Settings, find_built_charm, oci_resources, resolve_charms
+from it_settings import Settings, find_built_charm, resolve_charms
 from juju_models import ModelList
 
 pytestmark = pytest.mark.offline
@@ -679,20 +682,37 @@ def test_gate_asks_the_named_controller(tmp_path: Path, monkeypatch: pytest.Monk
     assert "no reachable Juju controller" in (controller_problem("other", None) or "")
 
 
-# --- settings and charms --------------------------------------------------------------------------
+# --- settings, channels and charms ---------------------------------------------------------------
+
+
+def test_channels_pin_a_track_for_every_charm_deployed():
+    risks = ("stable", "candidate", "beta", "edge")
+    for charm, channel in CHANNELS.items():
+        track, _, risk = channel.partition("/")
+        assert track and track != "latest" and risk in risks, f"{charm}: {channel}"
+    assert set(it_settings.CHANNEL_VARIABLES) == set(CHANNELS)
 
 
 def test_settings_defaults_and_overrides():
     default = Settings.from_env({})
-    assert (default.istio_channel, default.beacon_channel, default.istio_app) == (
-        "2/edge",
-        "2/edge",
+    assert default.channels == dict(CHANNELS)
+    assert default.channel(charm_sources.ISTIO) == CHANNELS["istio-k8s"]
+    assert (default.istio_app, default.istio_platform, default.timeout(10)) == (
         "istio-k8s",
+        None,
+        10,
     )
-    assert default.prometheus_channel is None and default.istio_platform is None
-    assert default.timeout(10) == 10
-    custom = Settings.from_env({"MESH_TEST_ISTIO_PLATFORM": "", "MESH_TEST_TIMEOUT_SCALE": "2.5"})
+    custom = Settings.from_env(
+        {
+            "MESH_TEST_ISTIO_PLATFORM": "",
+            "MESH_TEST_TIMEOUT_SCALE": "2.5",
+            "MESH_TEST_PROMETHEUS_CHANNEL": "3/stable",
+            "MESH_TEST_LOKI_CHANNEL": " ",
+        }
+    )
     assert (custom.istio_platform, custom.timeout(10)) == ("", 25)
+    assert custom.channel(charm_sources.PROMETHEUS) == "3/stable"
+    assert custom.channel(charm_sources.LOKI) == CHANNELS["loki-k8s"]
     with pytest.raises(ValueError, match="MESH_TEST_TIMEOUT_SCALE"):
         Settings.from_env({"MESH_TEST_TIMEOUT_SCALE": "fast"})
 
@@ -703,6 +723,7 @@ def test_oci_resources_come_from_charmcraft_yaml():
         "nginx-prometheus-exporter-image",
     ]
     assert oci_resources("worker")["prometheus-image"].startswith("ubuntu/prometheus:")
+    assert COORDINATOR.resources() == oci_resources("coordinator")
 
 
 def test_find_built_charm_prefers_this_architecture(
@@ -750,3 +771,376 @@ def test_pack_falls_back_to_the_path_with_a_warning(tmp_path: Path):
         assert "latest/stable" in found.note and "snap install charmcraft --classic" in found.note
     with pytest.raises(pack.StagingError, match="charmcraft is not installed"):
         pack.find_charmcraft(tmp_path / "missing", which=lambda _: None)
+
+
+# --- tools/deploy.py: observe, plan, apply, wait -------------------------------------------------
+
+MESH_RESOURCES = {"coordinator": oci_resources("coordinator"), "worker": oci_resources("worker")}
+ISTIO_CHANNEL = CHANNELS[charm_sources.ISTIO]
+BEACON_CHANNEL = CHANNELS[charm_sources.BEACON]
+
+
+def _answers(models: str, statuses: Mapping[str, Mapping[str, Any]]):
+    answers: dict[tuple[str, str | None], str] = {("models", None): models}
+    for model, doc in statuses.items():
+        answers[("status", f"admin/{model}")] = json.dumps(doc)
+    return answers
+
+
+def _observe(models: str, statuses: Mapping[str, Mapping[str, Any]]) -> deploy.Observed:
+    """``deploy.observe`` over recorded ``juju models`` and ``juju status`` output."""
+    answers = _answers(models, statuses)
+    return deploy.observe(lambda model: CannedJuju(model, answers), None)
+
+
+def _fresh() -> deploy.Observed:
+    return _observe(fx.models_after_bootstrap_microk8s(), {})
+
+
+def _deployed(mesh: Mapping[str, Any] | None = None) -> deploy.Observed:
+    models = fx.models_json(
+        fx.model_summary("controller"),
+        fx.model_summary("istio-system"),
+        fx.model_summary("mesh"),
+        current="controller",
+    )
+    return _observe(
+        models, {"istio-system": fx.istio_model_status(), "mesh": mesh or fx.mesh_model_status()}
+    )
+
+
+def _status(doc: Mapping[str, Any]) -> jubilant.Status:
+    """A ``juju status`` document through jubilant's own parser."""
+    return CannedJuju("m", {("status", "m"): json.dumps(doc)}).status()
+
+
+def test_observe_reads_every_workload_model_not_the_controllers():
+    observed = _deployed()
+    assert sorted(observed.statuses) == ["istio-system", "mesh"]
+    assert observed.statuses["mesh"].apps["coordinator"].charm_name == "mesh-coordinator-k8s"
+    assert observed.statuses["mesh"].model.type == "caas"  # in `juju status`, `type` is caas
+    assert deploy.find_istio(observed) == ("istio-system", "istio-k8s")
+
+
+def test_plan_for_a_fresh_controller():
+    the_plan = deploy.plan(_fresh(), deploy.Choices())
+    assert the_plan.steps == (
+        deploy.AddModel("istio-system"),
+        deploy.Deploy("istio-system", "istio-k8s", "istio-k8s", channel=ISTIO_CHANNEL),
+        deploy.AddModel("mesh"),
+        deploy.Pack(COORDINATOR),
+        deploy.Pack(WORKER),
+        deploy.Deploy("mesh", "coordinator", COORDINATOR, resources=MESH_RESOURCES["coordinator"]),
+        deploy.Deploy("mesh", "worker", WORKER, resources=MESH_RESOURCES["worker"]),
+        deploy.Deploy("mesh", "istio-beacon", "istio-beacon-k8s", channel=BEACON_CHANNEL),
+        deploy.Integrate("mesh", "worker:cluster", "coordinator:cluster"),
+        deploy.Integrate("mesh", "coordinator:service-mesh", "istio-beacon:service-mesh"),
+    )
+    deploys = [s for s in the_plan.steps if isinstance(s, deploy.Deploy)]
+    assert all(d.trust for d in deploys), "everything is deployed with --trust"
+    assert (ISTIO_CHANNEL, BEACON_CHANNEL) == ("2/edge", "2/edge")
+    assert the_plan.wait == (
+        deploy.WaitTarget("istio-system", (), ("istio-k8s",)),
+        deploy.WaitTarget("mesh", ("coordinator", "worker"), ("istio-beacon",)),
+    )
+    assert "(new)" in the_plan.istio
+    assert str(deploys[0]) == (
+        f"juju deploy -m istio-system istio-k8s istio-k8s --channel {ISTIO_CHANNEL} --trust"
+    )
+
+
+def test_plan_for_a_second_run_changes_nothing():
+    the_plan = deploy.plan(_deployed(), deploy.Choices())
+    assert the_plan.steps == ()
+    assert the_plan.wait == (
+        deploy.WaitTarget("istio-system", (), ("istio-k8s",)),
+        deploy.WaitTarget("mesh", ("coordinator", "worker"), ("istio-beacon",)),
+    )
+    assert (
+        the_plan.istio == "istio-k8s application istio-k8s in model istio-system (already deployed)"
+    )
+    text = deploy.summary(the_plan, deploy.Choices(), retried=())
+    assert "Did nothing: everything was already there." in text
+    assert text.endswith(
+        "Next:\n  juju status -m mesh --relations\n  juju run -m mesh coordinator/leader show-mesh"
+    )
+
+
+def test_plan_finishes_a_half_done_run_with_given_charms(tmp_path: Path):
+    half = fx.status_json(
+        "mesh",
+        {
+            "coordinator": fx.app_json(
+                "mesh-coordinator-k8s", units={"coordinator/0": fx.unit_json("blocked")}
+            )
+        },
+    )
+    models = fx.models_json(
+        fx.model_summary("controller"), fx.model_summary("cos"), fx.model_summary("mesh")
+    )
+    istio_elsewhere = fx.status_json(
+        "cos",
+        {"istio": fx.app_json("istio-k8s", channel="2/edge", units={"istio/0": fx.unit_json()})},
+    )
+    observed = _observe(models, {"mesh": half, "cos": istio_elsewhere})
+    worker_charm = tmp_path / "mesh-worker-k8s_amd64.charm"
+    the_plan = deploy.plan(observed, deploy.Choices(charm_files={"worker": worker_charm}))
+    assert the_plan.steps == (
+        deploy.Deploy(
+            "mesh", "worker", WORKER, resources=MESH_RESOURCES["worker"], path=worker_charm
+        ),
+        deploy.Deploy("mesh", "istio-beacon", "istio-beacon-k8s", channel=BEACON_CHANNEL),
+        deploy.Integrate("mesh", "worker:cluster", "coordinator:cluster"),
+        deploy.Integrate("mesh", "coordinator:service-mesh", "istio-beacon:service-mesh"),
+    )
+    assert the_plan.wait[0] == deploy.WaitTarget("cos", (), ("istio",))
+
+
+def test_plan_with_refresh_repacks_and_refreshes_only_our_charms():
+    the_plan = deploy.plan(_deployed(), deploy.Choices(refresh=True))
+    assert the_plan.steps == (
+        deploy.Pack(COORDINATOR),
+        deploy.Pack(WORKER),
+        deploy.Refresh("mesh", "coordinator", COORDINATOR, MESH_RESOURCES["coordinator"]),
+        deploy.Refresh("mesh", "worker", WORKER, MESH_RESOURCES["worker"]),
+    )
+
+
+def test_plan_on_a_machine_controller_needs_a_kubernetes_cloud():
+    observed = _observe(fx.models_on_lxd_controller(), {})
+    with pytest.raises(deploy.PlanError, match=r"machine cloud \(localhost\).*--cloud"):
+        deploy.plan(observed, deploy.Choices())
+    steps = deploy.plan(observed, deploy.Choices(cloud="k8s", deploy_istio=False)).steps
+    assert steps[0] == deploy.AddModel("mesh", "k8s")
+    assert str(steps[0]) == "juju add-model mesh k8s"
+
+
+@pytest.mark.parametrize(
+    ("choices", "match"),
+    [
+        (deploy.Choices(model="controller"), "nothing goes in the controller model"),
+        (deploy.Choices(istio_model="controller"), "nothing goes in the controller model"),
+        (deploy.Choices(model="admin/controller"), "is the controller's model"),
+        (deploy.Choices(istio_model="mesh"), "must differ from --model"),
+        (deploy.Choices(beacon="worker"), "runs mesh-worker-k8s, not istio-beacon-k8s"),
+        (deploy.Choices(coordinator="istio-beacon"), "runs istio-beacon-k8s, not mesh-coord"),
+    ],
+)
+def test_plan_refuses(choices: deploy.Choices, match: str):
+    with pytest.raises(deploy.PlanError, match=match):
+        deploy.plan(_deployed(), choices)
+
+
+def test_plan_refuses_a_machine_model_and_a_taken_istio_name():
+    models = fx.models_json(
+        fx.model_summary("controller"),
+        fx.model_summary("mesh", model_type="iaas", provider_type="lxd"),
+    )
+    with pytest.raises(deploy.PlanError, match=r"machine \(iaas\) model"):
+        deploy.plan(_observe(models, {"mesh": fx.status_json("mesh", {})}), deploy.Choices())
+    models = fx.models_json(fx.model_summary("controller"), fx.model_summary("istio-system"))
+    squatter = fx.status_json(
+        "istio-system",
+        {
+            "istio-k8s": fx.app_json(
+                "loki-k8s", channel="2/edge", units={"istio-k8s/0": fx.unit_json()}
+            )
+        },
+    )
+    with pytest.raises(deploy.PlanError, match="is not istio-k8s"):
+        deploy.plan(_observe(models, {"istio-system": squatter}), deploy.Choices())
+
+
+def test_apply_takes_the_steps_through_jubilant(tmp_path: Path):
+    choices = deploy.Choices(istio_config={"platform": ""})
+    the_plan = deploy.plan(_fresh(), choices)
+    calls: list[tuple[str | None, tuple[str, ...]]] = []
+    packed: list[str] = []
+
+    def pack_charm(charm: charm_sources.LocalCharm) -> Path:
+        packed.append(charm.directory)
+        return tmp_path / f"{charm.name}_amd64.charm"
+
+    said: list[str] = []
+    deploy.apply(
+        the_plan.steps, lambda model: CannedJuju(model, calls=calls), pack_charm, said.append
+    )
+    assert packed == ["coordinator", "worker"]
+
+    def resources(charm: str) -> list[str]:
+        return [a for k, v in MESH_RESOURCES[charm].items() for a in ("--resource", f"{k}={v}")]
+
+    coordinator_file = str(tmp_path / "mesh-coordinator-k8s_amd64.charm")
+    worker_file = str(tmp_path / "mesh-worker-k8s_amd64.charm")
+    assert calls == [
+        (None, ("add-model", "--no-switch", "istio-system")),
+        (
+            "istio-system",
+            (
+                "deploy",
+                "istio-k8s",
+                "istio-k8s",
+                "--channel",
+                ISTIO_CHANNEL,
+                "--config",
+                "platform=",
+                "--trust",
+            ),
+        ),
+        (None, ("add-model", "--no-switch", "mesh")),
+        ("mesh", ("deploy", coordinator_file, "coordinator", *resources("coordinator"), "--trust")),
+        ("mesh", ("deploy", worker_file, "worker", *resources("worker"), "--trust")),
+        (
+            "mesh",
+            ("deploy", "istio-beacon-k8s", "istio-beacon", "--channel", BEACON_CHANNEL, "--trust"),
+        ),
+        ("mesh", ("integrate", "worker:cluster", "coordinator:cluster")),
+        ("mesh", ("integrate", "coordinator:service-mesh", "istio-beacon:service-mesh")),
+    ]
+    assert said[0] == "- juju add-model istio-system"
+    assert f"  packed {tmp_path / 'mesh-worker-k8s_amd64.charm'}" in said
+
+
+def test_charm_files_come_from_the_environment(tmp_path: Path):
+    given = tmp_path / "c.charm"
+    given.write_text("x")
+    assert deploy._charm_files({"COORDINATOR_CHARM": str(given), "WORKER_CHARM": ""}) == {
+        "coordinator": given
+    }
+    with pytest.raises(deploy.PlanError, match=r"WORKER_CHARM=.*nope\.charm: no such file"):
+        deploy._charm_files({"WORKER_CHARM": str(tmp_path / "nope.charm")})
+
+
+BEACON_HOOK_ERROR = 'hook failed: "service-mesh-relation-changed"'
+
+
+def test_assess_tells_ours_from_others():
+    verdict = deploy.assess(
+        _status(fx.mesh_model_status(beacon="error", beacon_message=BEACON_HOOK_ERROR)),
+        ours=("coordinator", "worker"),
+        others=("istio-beacon",),
+    )
+    beacon_line = f"istio-beacon/0 error/idle: {BEACON_HOOK_ERROR}"
+    assert (verdict.failures, verdict.retried, verdict.pending) == (
+        (),
+        (beacon_line,),
+        (beacon_line,),
+    )
+    ours = deploy.assess(
+        _status(fx.mesh_model_status(coordinator="error", worker="blocked")),
+        ours=("coordinator", "worker", "missing"),
+        others=(),
+    )
+    assert ours.failures == ("coordinator/0 error/idle",)
+    assert ours.pending == (
+        "coordinator/0 error/idle",
+        "worker/0 blocked/idle",
+        "missing: not in the model yet",
+    )
+    assert deploy.assess(_status(fx.mesh_model_status()), ("coordinator",), ("worker",)).ready
+
+
+class _Time:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _wait(statuses: list[Any], *, timeout: float = 60) -> tuple[tuple[str, ...], list[str]]:
+    """``wait_settled`` on the mesh model, fetching ``statuses`` in turn (the last one repeats)."""
+    clock, said = _Time(), list[str]()
+    queue = list(statuses)
+
+    def fetch(model: str) -> jubilant.Status:
+        assert model == "mesh"
+        item = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(item, Exception):
+            raise item
+        return _status(item)
+
+    target = deploy.WaitTarget("mesh", ("coordinator", "worker"), ("istio-beacon",))
+    seen = deploy.wait_settled(
+        [target],
+        fetch,
+        timeout=timeout,
+        delay=5,
+        successes=2,
+        clock=clock.clock,
+        sleep=clock.sleep,
+        say=said.append,
+    )
+    return seen, said
+
+
+def test_wait_retries_the_beacons_transient_errors_and_reports_them():
+    crd_missing = 'hook failed: "config-changed"'
+    busy = jubilant.CLIError(1, ["juju", "status"], "", "ERROR connection is shut down\n")
+    seen, said = _wait(
+        [
+            fx.mesh_model_status(beacon="error", beacon_message=crd_missing),
+            busy,
+            fx.mesh_model_status(beacon="error", beacon_message=BEACON_HOOK_ERROR),
+            fx.mesh_model_status(beacon="maintenance"),
+            fx.mesh_model_status(),
+        ]
+    )
+    assert seen == (
+        f"mesh: istio-beacon/0 error/idle: {crd_missing}",
+        f"mesh: istio-beacon/0 error/idle: {BEACON_HOOK_ERROR}",
+    )
+    assert f"  not ours, Juju retries it: mesh: istio-beacon/0 error/idle: {crd_missing}" in said
+    assert "  waiting for: mesh: juju status: ERROR connection is shut down" in said
+
+
+def test_wait_fails_at_once_on_an_error_of_ours():
+    with pytest.raises(deploy.DeployError, match=r"our charms are in error.*\n  mesh: worker/0"):
+        _wait([fx.mesh_model_status(worker="error"), fx.mesh_model_status()])
+
+
+def test_wait_fails_at_the_deadline_saying_what_it_waited_for():
+    stuck = fx.mesh_model_status(beacon="error", beacon_message=BEACON_HOOK_ERROR)
+    with pytest.raises(deploy.DeployError) as failed:
+        _wait([stuck], timeout=30)
+    message = str(failed.value)
+    assert message.startswith("not settled after 30s; still waiting for:\n  mesh: istio-beacon/0")
+    assert f"(retried by Juju):\n  mesh: istio-beacon/0 error/idle: {BEACON_HOOK_ERROR}" in message
+
+
+def test_summary_says_what_was_done_and_what_next():
+    the_plan = deploy.plan(_fresh(), deploy.Choices(model="demo"))
+    text = deploy.summary(the_plan, deploy.Choices(model="demo"), ["mesh: x"], controller="dev")
+    assert text.splitlines()[:3] == [
+        "Done: coordinator, worker and istio-beacon are active in model dev:demo; Istio: "
+        "istio-k8s application istio-k8s in model istio-system (new).",
+        "Did:",
+        "  1. juju add-model istio-system",
+    ]
+    assert "retried by Juju, now settled):\n  mesh: x\nNext:" in text
+    assert "  juju run -m dev:demo coordinator/leader show-mesh" in text
+
+
+def test_deploy_without_juju_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert deploy.main([], environ={}) == 1
+    assert "the juju CLI is not installed" in capsys.readouterr().err
+
+
+def test_deploy_dry_run_observes_and_plans_without_changing_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    log = tmp_path / "calls"
+    document = shlex.quote(fx.models_after_bootstrap_microk8s())
+    script = f'echo "$*" >> {log}\n[ "$1" = models ] && echo {document}\nexit 0\n'
+    _fake_juju(tmp_path, monkeypatch, script)
+    assert deploy.main(["--dry-run", "--model", "demo"], environ={}) == 0
+    out = capsys.readouterr().out
+    assert "Istio: istio-k8s application istio-k8s in model istio-system (new)" in out
+    assert "  3. juju add-model demo\n" in out
+    assert log.read_text() == "models --format json\n"

@@ -2,8 +2,8 @@
 
 One model holds the cluster (``coordinator`` and two worker applications with different roles),
 ``istio-beacon-k8s``, ``prometheus-k8s``, ``loki-k8s`` and ``outsider`` (a worker that belongs to no
-cluster: the "application outside the cluster"). istio-k8s runs in a model of its own. The tests
-run in order and share the deployment:
+cluster: the "application outside the cluster"). istio-k8s runs in a model of its own. Charmhub
+channels come from ``tools/charm_sources.py``. The tests run in order and share the deployment:
 
 1. deploy; relate the cluster and its telemetry; check the cluster label, telemetry without mesh;
 2. relate the coordinator to the beacon: pods and Services get the mesh labels, the coordinator
@@ -26,8 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import charm_sources
 import jubilant
 import pytest
+from charm_sources import oci_resources
 from coordinated_mesh.cluster import CoordinatorAppData
 from it_juju import (
     beacon_labels,
@@ -62,7 +64,7 @@ from it_kube import (
     service_labels,
     service_target,
 )
-from it_settings import Settings, oci_resources, resolve_charms
+from it_settings import Settings, resolve_charms
 from lightkube import Client
 
 COORDINATOR = "coordinator"
@@ -327,16 +329,16 @@ def test_deploy(
         if settings.istio_platform is not None:
             config["platform"] = settings.istio_platform
         istio_juju.deploy(
-            "istio-k8s",
+            charm_sources.ISTIO,
             settings.istio_app,
-            channel=settings.istio_channel,
+            channel=settings.channel(charm_sources.ISTIO),
             config=config or None,
             trust=True,
         )
     juju.deploy(
-        "istio-beacon-k8s",
+        charm_sources.BEACON,
         BEACON,
-        channel=settings.beacon_channel,
+        channel=settings.channel(charm_sources.BEACON),
         config={"model-on-mesh": False},
         trust=True,
     )
@@ -350,8 +352,8 @@ def test_deploy(
             trust=True,
         )
     juju.deploy(worker_charm, OUTSIDER, resources=oci_resources("worker"), trust=True)
-    juju.deploy("prometheus-k8s", PROMETHEUS, channel=settings.prometheus_channel, trust=True)
-    juju.deploy("loki-k8s", LOKI, channel=settings.loki_channel, trust=True)
+    for charm, app in ((charm_sources.PROMETHEUS, PROMETHEUS), (charm_sources.LOKI, LOKI)):
+        juju.deploy(charm, app, channel=settings.channel(charm), trust=True)
 
     wait_settled(istio_juju, [settings.istio_app], timeout=settings.timeout(DEPLOY_WAIT))
     wait_settled(
@@ -459,7 +461,8 @@ def test_enable_hardened_mode(
 ):
     options = json.loads(istio_juju.cli("config", "--format", "json", settings.istio_app))
     assert "hardened-mode" in options.get("settings", {}), (
-        f"{settings.istio_app} (channel {settings.istio_channel}) has no hardened-mode option; "
+        f"{settings.istio_app} (channel {settings.channel(charm_sources.ISTIO)}) has no "
+        "hardened-mode option; "
         "set MESH_TEST_ISTIO_CHANNEL to a channel that has it"
     )
     istio_juju.config(settings.istio_app, {"hardened-mode": True})
