@@ -9,7 +9,7 @@ Channel choices (sources in ``docs/integration-tests.md``):
 
 * ``istio-k8s`` and ``istio-beacon-k8s``: track 2 (Istio 1.26 ambient, ``hardened-mode``), on
   ``edge``, the channel their facts were read from.
-* ``prometheus-k8s``, ``loki-k8s``: track 2 (Ubuntu 24.04). A charm's default
+* ``prometheus-k8s``, ``loki-k8s``, ``grafana-k8s``: track 2 (Ubuntu 24.04). A charm's default
   channel is not something to rely on. ``edge`` because a ``2/stable`` release is not confirmed by
   our sources, and Charmhub serves a risk level with nothing released from the next more stable
   one, so ``2/edge`` always resolves while track 2 has any release.
@@ -31,6 +31,7 @@ ISTIO = "istio-k8s"
 BEACON = "istio-beacon-k8s"
 PROMETHEUS = "prometheus-k8s"
 LOKI = "loki-k8s"
+GRAFANA = "grafana-k8s"
 
 CHANNELS: Mapping[str, str] = MappingProxyType(
     {
@@ -38,6 +39,7 @@ CHANNELS: Mapping[str, str] = MappingProxyType(
         BEACON: "2/edge",
         PROMETHEUS: "2/edge",
         LOKI: "2/edge",
+        GRAFANA: "2/edge",
     }
 )
 """Charmhub charm name -> the channel it is deployed from."""

@@ -11,6 +11,7 @@ variable                        meaning (default)
 ``MESH_TEST_BEACON_CHANNEL``    Charmhub channel of istio-beacon-k8s
 ``MESH_TEST_PROMETHEUS_CHANNEL``  Charmhub channel of prometheus-k8s
 ``MESH_TEST_LOKI_CHANNEL``      Charmhub channel of loki-k8s
+``MESH_TEST_GRAFANA_CHANNEL``   Charmhub channel of grafana-k8s
 ``MESH_TEST_ISTIO_MODEL``       use the istio-k8s already deployed in this model instead of
                                 deploying one (its ``hardened-mode`` is restored at the end)
 ``MESH_TEST_ISTIO_APP``         name of that istio-k8s application (``istio-k8s``)
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import charm_sources
 import pack
-from charm_sources import BEACON, CHANNELS, ISTIO, LOKI, PROMETHEUS
+from charm_sources import BEACON, CHANNELS, GRAFANA, ISTIO, LOKI, PROMETHEUS
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ CHANNEL_VARIABLES: Mapping[str, str] = {
     BEACON: "MESH_TEST_BEACON_CHANNEL",
     PROMETHEUS: "MESH_TEST_PROMETHEUS_CHANNEL",
     LOKI: "MESH_TEST_LOKI_CHANNEL",
+    GRAFANA: "MESH_TEST_GRAFANA_CHANNEL",
 }
 """Charmhub charm -> the variable that overrides its pinned channel."""
 _SOURCE_DIRS = ("lib", "coordinator", "worker")

@@ -35,7 +35,9 @@ from it_juju import (
     beacon_labels,
     controller_problem,
     eventually,
+    expect_answered,
     expect_denied,
+    expect_rbac_denied,
     expect_reached,
     make_workload_log,
     probe,
@@ -135,8 +137,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         "/forbidden": (403, b"<html>403 Forbidden</html>"),
     }
 
-    def do_GET(self) -> None:
-        if self.path.startswith("/echo"):
+    def _answer(self) -> None:
+        if self.path.startswith("/echo/"):
+            code, body = 200, f"{self.command} {self.path}".encode()
+        elif self.path.startswith("/echo"):
             code, body = 200, self.path.encode()
         else:
             code, body = self.routes.get(self.path, (404, b"not found"))
@@ -144,6 +148,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def do_DELETE(self) -> None:
+        self._answer()
 
     def log_message(self, format: str, *args: Any) -> None:
         del format, args
@@ -220,16 +233,47 @@ def test_expectations_refuse_a_broken_request():
         expect_reached(juju, "app/0", "http://127.0.0.1:1/a b", timeout=5)
 
 
+def test_probe_sends_the_method_asked_for(server: str):
+    juju = LocalJuju().as_juju()
+    for method in ("DELETE", "POST", "GET"):
+        got = probe(juju, "app/0", f"{server}/echo/x", method=method)
+        assert (got.method, got.status, got.body) == (method, 200, f"{method} /echo/x")
+
+
+def test_expect_rbac_denied_takes_only_the_waypoint_403(server: str):
+    juju = LocalJuju().as_juju()
+    got = expect_rbac_denied(
+        juju, "app/0", f"{server}/rbac", method="DELETE", timeout=5, interval=0
+    )
+    assert (got.method, got.status, got.rbac_denied) == ("DELETE", 403, True)
+    # An application's own 403, or a cut connection (ztunnel, L4), is not the waypoint saying no.
+    for url in (f"{server}/forbidden", f"http://127.0.0.1:{_free_port()}/"):
+        with pytest.raises(AssertionError, match=r"403 'RBAC: access denied'.*still not true"):
+            expect_rbac_denied(juju, "app/0", url, timeout=0)
+    refused = f"http://127.0.0.1:{_free_port()}/"
+    assert expect_denied(juju, "app/0", refused, timeout=5, interval=0).denied
+
+
+def test_expect_answered_takes_any_status_but_the_waypoint_403(server: str):
+    juju = LocalJuju().as_juju()
+    assert expect_answered(juju, "app/0", f"{server}/forbidden", timeout=5).status == 403
+    assert expect_answered(juju, "app/0", f"{server}/nothing", method="DELETE", timeout=5).reached
+    with pytest.raises(AssertionError, match=r"let through for GET .*/rbac: still not true"):
+        expect_answered(juju, "app/0", f"{server}/rbac", timeout=0)
+
+
 def test_expect_reached_waits_for_the_wanted_status(server: str):
     juju = LocalJuju().as_juju()
     assert expect_reached(juju, "app/0", f"{server}/ok", timeout=5).status == 200
-    with pytest.raises(AssertionError, match=r"(?s)HTTP 200\): still not true.*HTTP 403"):
+    with pytest.raises(
+        AssertionError, match=r"(?s)GET .*/rbac \(HTTP 200\): still not true.*HTTP 403"
+    ):
         expect_reached(juju, "app/0", f"{server}/rbac", timeout=0)
 
 
 def test_probe_result_describes_itself():
     text = str(ProbeResult(source="a/0", url="http://x", error="connection", detail="reset"))
-    assert text == "a/0 -> http://x: connection error (reset)"
+    assert text == "a/0 -> GET http://x: connection error (reset)"
 
 
 def test_eventually_retries_not_ready_then_reports_the_last_observation():
@@ -706,12 +750,12 @@ def test_settings_defaults_and_overrides():
         {
             "MESH_TEST_ISTIO_PLATFORM": "",
             "MESH_TEST_TIMEOUT_SCALE": "2.5",
-            "MESH_TEST_PROMETHEUS_CHANNEL": "3/stable",
+            "MESH_TEST_GRAFANA_CHANNEL": "3/stable",
             "MESH_TEST_LOKI_CHANNEL": " ",
         }
     )
     assert (custom.istio_platform, custom.timeout(10)) == ("", 25)
-    assert custom.channel(charm_sources.PROMETHEUS) == "3/stable"
+    assert custom.channel(charm_sources.GRAFANA) == "3/stable"
     assert custom.channel(charm_sources.LOKI) == CHANNELS["loki-k8s"]
     with pytest.raises(ValueError, match="MESH_TEST_TIMEOUT_SCALE"):
         Settings.from_env({"MESH_TEST_TIMEOUT_SCALE": "fast"})
