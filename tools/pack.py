@@ -11,14 +11,20 @@ Usage::
     python tools/pack.py                 # stage and pack every charm into build/*.charm
     python tools/pack.py --stage-only    # stage into build/<charm>/ only (no charmcraft needed)
     python tools/pack.py worker          # one charm
+
+Packs with the charmcraft snap (``/snap/bin/charmcraft``) when it is installed, else with the
+``charmcraft`` on ``PATH`` (the virtualenv's, under tox) and a warning.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,8 @@ CHARMS = ("coordinator", "worker")
 SHARED_FILES = ("pyproject.toml", "uv.lock")
 SHARED_DIRS = ("lib",)
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.charm", ".pytest_cache")
+SNAP_CHARMCRAFT = Path("/snap/bin/charmcraft")
+"""Where ``snap install charmcraft --classic`` puts the command."""
 
 
 class StagingError(Exception):
@@ -69,10 +77,59 @@ def stage(charm: str, dest: Path) -> Path:
     return dest
 
 
-def pack(charm: str, build_dir: Path) -> Path:
-    """Stage ``charm`` and run ``charmcraft pack`` on it; return the ``.charm`` file."""
+@dataclasses.dataclass(frozen=True)
+class Charmcraft:
+    """The ``charmcraft`` command to pack with, and what to tell the user about it."""
+
+    command: str
+    is_snap: bool
+    note: str
+
+
+def find_charmcraft(
+    snap: Path = SNAP_CHARMCRAFT, which: Callable[[str], str | None] = shutil.which
+) -> Charmcraft:
+    """The charmcraft snap when installed, else the ``charmcraft`` on ``PATH`` (with a warning).
+
+    A charmcraft that is not the snap installs the charmcraft snap from ``latest/stable`` inside
+    the LXD build instance, so what builds may not be the version on this machine.
+
+    Raises:
+        StagingError: no charmcraft at all.
+    """
+    if snap.is_file() and os.access(snap, os.X_OK):
+        return Charmcraft(str(snap), True, f"packing with the charmcraft snap ({snap})")
+    found = which("charmcraft")
+    if found is None:
+        raise StagingError(
+            "charmcraft is not installed: sudo snap install charmcraft --classic (needs LXD)"
+        )
+    return Charmcraft(
+        found,
+        False,
+        f"warning: {found} is not the charmcraft snap ({snap} is missing). A charmcraft that is "
+        "not a snap builds inside LXD with the charmcraft snap from latest/stable, which may be "
+        "another version; install the snap: sudo snap install charmcraft --classic",
+    )
+
+
+def announce(charmcraft: Charmcraft) -> None:
+    """Say which charmcraft packs: stdout for the snap, stderr for the warning."""
+    print(charmcraft.note, file=sys.stdout if charmcraft.is_snap else sys.stderr, flush=True)
+
+
+def pack(charm: str, build_dir: Path, charmcraft: Charmcraft | None = None) -> Path:
+    """Stage ``charm`` and run ``charmcraft pack`` on it; return the ``.charm`` file.
+
+    Without ``charmcraft``, uses :func:`find_charmcraft` and prints which (callers that pass one
+    print :func:`announce` once themselves).
+    """
+    tool = charmcraft
+    if tool is None:
+        tool = find_charmcraft()
+        announce(tool)
     staged = stage(charm, build_dir / charm)
-    subprocess.run(["charmcraft", "pack", "--project-dir", str(staged)], cwd=staged, check=True)
+    subprocess.run([tool.command, "pack", "--project-dir", str(staged)], cwd=staged, check=True)
     built = sorted(staged.glob("*.charm"))
     if not built:
         raise StagingError(f"charmcraft produced no .charm file for {charm}")
@@ -92,11 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.charms) - set(CHARMS))
     if unknown:
         parser.error(f"unknown charm(s): {', '.join(unknown)}; choose from {', '.join(CHARMS)}")
+    charmcraft = None
+    if not args.stage_only:
+        try:
+            charmcraft = find_charmcraft()
+        except StagingError as e:
+            parser.exit(1, f"{e}\n")
+        announce(charmcraft)
     for charm in args.charms or CHARMS:
-        if args.stage_only:
+        if charmcraft is None:
             print(stage(charm, args.build_dir / charm))
         else:
-            print(pack(charm, args.build_dir))
+            print(pack(charm, args.build_dir, charmcraft))
     return 0
 
 

@@ -2,7 +2,7 @@
 
 The charm runs under ``ops.testing``; its own lightkube client reaches envtest through
 ``KUBECONFIG`` (the ``kubeconfig_env`` fixture), so the real
-:func:`~coordinated_mesh.labels.reconcile_charm_labels` patches the StatefulSet and the Service
+:func:`~coordinated_mesh.k8s.labels.reconcile_charm_labels` patches the StatefulSet and the Service
 that ``juju_app`` created, as Juju would have.
 """
 

@@ -25,6 +25,7 @@ import yaml
 from coordinated_mesh.mesh.policies import MeshPolicy
 from coordinated_mesh.relations.cluster import WorkerUnitData
 from coordinated_mesh.relations.databag import DatabagError
+from juju_models import KUBERNETES, ModelList
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +36,13 @@ _CONTROLLER_TIMEOUT = 90.0
 # so a model-level http-proxy cannot turn cluster-internal requests into proxy requests.
 _PROBE = r"""
 import http.client, json, socket, sys, urllib.error, urllib.request
-url, timeout, limit = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+url, timeout, limit, method = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 def emit(**fields):
     print(json.dumps(fields))
 try:
-    with opener.open(url, timeout=timeout) as response:
+    request = urllib.request.Request(url, method=method)
+    with opener.open(request, timeout=timeout) as response:
         emit(status=response.status, body=response.read(limit).decode("utf-8", "replace"))
 except urllib.error.HTTPError as e:
     try:
@@ -72,7 +74,7 @@ RBAC_DENIED = "RBAC: access denied"
 
 @dataclasses.dataclass(frozen=True)
 class ProbeResult:
-    """What happened when ``source`` requested ``url``.
+    """What happened when ``source`` sent ``method`` to ``url``.
 
     Exactly one of ``status`` and ``error`` is set. ``error`` is ``connection`` (refused, reset,
     closed: what ztunnel does to denied L4 traffic) or ``timeout``, which count as denials; or
@@ -82,6 +84,7 @@ class ProbeResult:
 
     source: str
     url: str
+    method: str = "GET"
     status: int | None = None
     body: str = ""
     error: str | None = None
@@ -112,19 +115,35 @@ class ProbeResult:
             outcome = f"{self.error} error ({self.detail})"
         else:
             outcome = f"HTTP {self.status} {self.body[:200]!r}"
-        return f"{self.source} -> {self.url}: {outcome}"
+        return f"{self.source} -> {self.method} {self.url}: {outcome}"
 
 
 def probe(
-    juju: jubilant.Juju, source: str, url: str, *, timeout: float = 10, limit: int = 4096
+    juju: jubilant.Juju,
+    source: str,
+    url: str,
+    *,
+    method: str = "GET",
+    timeout: float = 10,
+    limit: int = 4096,
 ) -> ProbeResult:
-    """GET ``url`` from the charm container of unit ``source``; ``limit`` bytes of body kept.
+    """Send ``method`` (no body) to ``url`` from unit ``source``'s charm container.
+
+    ``limit`` bytes of the body are kept.
 
     Raises:
         AssertionError: the program could not run or printed nothing usable.
     """
     command = " ".join(
-        ["python3", "-c", shlex.quote(_PROBE), shlex.quote(url), str(timeout), str(limit)]
+        [
+            "python3",
+            "-c",
+            shlex.quote(_PROBE),
+            shlex.quote(url),
+            str(timeout),
+            str(limit),
+            shlex.quote(method),
+        ]
     )
     task = juju.exec(command, unit=source, wait=timeout + 120)
     lines = [line for line in task.stdout.splitlines() if line.strip()]
@@ -134,6 +153,7 @@ def probe(
     return ProbeResult(
         source=source,
         url=url,
+        method=method,
         status=fields.get("status"),
         body=fields.get("body", ""),
         error=fields.get("error"),
@@ -182,36 +202,120 @@ def eventually(
         time.sleep(interval)
 
 
-def expect_reached(
-    juju: jubilant.Juju, source: str, url: str, *, timeout: float, status: int = 200
+def _expect(
+    juju: jubilant.Juju,
+    source: str,
+    url: str,
+    method: str,
+    holds: Callable[[ProbeResult], bool],
+    *,
+    what: str,
+    timeout: float,
+    consecutive: int = 1,
+    interval: float = 5.0,
 ) -> ProbeResult:
-    """Wait until ``source`` gets HTTP ``status`` from ``url``; fail with the last result."""
+    """Probe until ``holds(result)``; a broken request fails at once (the test is wrong)."""
     result: list[ProbeResult] = []
 
     def attempt() -> tuple[bool, str]:
-        got = probe(juju, source, url)
+        got = probe(juju, source, url, method=method)
         if got.broken:
             raise AssertionError(f"{got}: the request itself is broken, the test is wrong")
         result[:] = [got]
-        return got.status == status, str(got)
+        return holds(got), str(got)
 
-    eventually(attempt, what=f"{source} allowed to reach {url} (HTTP {status})", timeout=timeout)
+    eventually(attempt, what=what, timeout=timeout, consecutive=consecutive, interval=interval)
     return result[0]
 
 
-def expect_denied(juju: jubilant.Juju, source: str, url: str, *, timeout: float) -> ProbeResult:
-    """Wait until the mesh denies ``source`` access to ``url`` twice in a row."""
-    result: list[ProbeResult] = []
+def expect_reached(
+    juju: jubilant.Juju,
+    source: str,
+    url: str,
+    *,
+    timeout: float,
+    status: int = 200,
+    method: str = "GET",
+) -> ProbeResult:
+    """Wait until ``source`` gets HTTP ``status`` for ``method url``; fail with the last result."""
+    return _expect(
+        juju,
+        source,
+        url,
+        method,
+        lambda got: got.status == status,
+        what=f"{source} allowed to {method} {url} (HTTP {status})",
+        timeout=timeout,
+    )
 
-    def attempt() -> tuple[bool, str]:
-        got = probe(juju, source, url)
-        if got.broken:
-            raise AssertionError(f"{got}: the request itself is broken, the test is wrong")
-        result[:] = [got]
-        return got.denied, str(got)
 
-    eventually(attempt, what=f"{source} denied access to {url}", timeout=timeout, consecutive=2)
-    return result[0]
+def expect_answered(
+    juju: jubilant.Juju, source: str, url: str, *, timeout: float, method: str = "GET"
+) -> ProbeResult:
+    """Wait until the application behind ``url`` answers ``source`` (the mesh lets it through).
+
+    Any status but the waypoint's RBAC 403 counts: the positive control of
+    :func:`expect_rbac_denied`, the same request from an allowed source.
+    """
+    return _expect(
+        juju,
+        source,
+        url,
+        method,
+        lambda got: got.reached,
+        what=f"{source} let through for {method} {url}",
+        timeout=timeout,
+    )
+
+
+def expect_denied(
+    juju: jubilant.Juju,
+    source: str,
+    url: str,
+    *,
+    timeout: float,
+    method: str = "GET",
+    interval: float = 5.0,
+) -> ProbeResult:
+    """Wait until the mesh denies ``source`` access to ``url`` twice in a row (L4 or L7)."""
+    return _expect(
+        juju,
+        source,
+        url,
+        method,
+        lambda got: got.denied,
+        what=f"{source} denied {method} {url}",
+        timeout=timeout,
+        consecutive=2,
+        interval=interval,
+    )
+
+
+def expect_rbac_denied(
+    juju: jubilant.Juju,
+    source: str,
+    url: str,
+    *,
+    timeout: float,
+    method: str = "GET",
+    interval: float = 5.0,
+) -> ProbeResult:
+    """Wait until a waypoint answers ``source``'s request with an RBAC 403, twice in a row.
+
+    Only an L7 decision counts: a cut connection (ztunnel, L4) does not, since it would mean the
+    request never reached the waypoint whose policies are under test.
+    """
+    return _expect(
+        juju,
+        source,
+        url,
+        method,
+        lambda got: got.rbac_denied,
+        what=f"the waypoint answering {source}'s {method} {url} with 403 {RBAC_DENIED!r}",
+        timeout=timeout,
+        consecutive=2,
+        interval=interval,
+    )
 
 
 # --- the controller ----
@@ -221,8 +325,9 @@ def controller_problem(controller: str | None, cloud: str | None) -> str | None:
     """Why no usable Juju controller is reachable, or None when one is.
 
     Runs ``juju models`` (on ``controller``, else the current one). Without ``cloud`` (pytest's
-    ``--juju-cloud``), a controller whose own model is not a Kubernetes (``caas``) model is
-    unusable: new models would land on its machine cloud.
+    ``--juju-cloud``), a controller whose own model's ``model-type`` is not ``caas`` is unusable:
+    new models would land on its machine cloud. (``type`` is the provider type, ``kubernetes`` on
+    microk8s: not what decides.) A missing ``model-type`` lets the run go on.
     """
     juju_bin = shutil.which("juju")
     if juju_bin is None:
@@ -240,15 +345,13 @@ def controller_problem(controller: str | None, cloud: str | None) -> str | None:
         said = (result.stderr or result.stdout).strip().splitlines()
         return f"no reachable Juju controller (`juju models`: {said[0] if said else 'failed'})"
     if cloud is None:
-        models: list[dict[str, Any]] = json.loads(result.stdout or "{}").get("models") or []
-        for model in models:
-            name = str(model.get("short-name") or model.get("name") or "")
-            is_controller_model = name.rsplit("/", maxsplit=1)[-1] == "controller"
-            if is_controller_model and model.get("type") not in (None, "caas"):
-                return (
-                    "the Juju controller runs on a machine cloud; these tests need a Kubernetes "
-                    "model: pass --juju-cloud <k8s cloud> or bootstrap on microk8s"
-                )
+        own = ModelList.from_json(json.loads(result.stdout or "{}")).controller_model
+        if own is not None and own.model_type not in ("", KUBERNETES):
+            return (
+                f"the Juju controller runs on a machine cloud ({own.cloud}, model-type "
+                f"{own.model_type}); these tests need a Kubernetes model: pass "
+                "--juju-cloud <k8s cloud> or bootstrap on microk8s"
+            )
     return None
 
 

@@ -1,8 +1,9 @@
 """What the integration tests read from (and, once, write to) Kubernetes, through lightkube.
 
 Istio ``AuthorizationPolicy`` objects are turned into :class:`PolicyView`, a small comparable view
-(principals, targets, ports), so tests compare *what a policy allows* rather than how an
-implementation happens to name or label it. Targets are strings:
+(principals, targets, operations), so tests compare *what a policy allows* rather than how an
+implementation happens to name or label it. The object shapes are those of
+``../shared/spec/service-mesh-relation.md`` (fixtures: ``it_fixtures.py``). Targets are strings:
 
 * ``selector:<k>=<v>[,<k>=<v>...]`` for a pod selector (L4, enforced by ztunnel);
 * ``service:<name>`` for a ``targetRefs`` Service (L7, enforced by the waypoint).
@@ -90,6 +91,43 @@ def service_target(name: str) -> str:
     return f"service:{name}"
 
 
+def _strings(values: Iterable[Any] | None) -> tuple[str, ...]:
+    return tuple(sorted({str(v) for v in values or ()}))
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Operation:
+    """One ``rules[].to[].operation``: what it allows. An empty field does not restrict."""
+
+    ports: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def from_resource(cls, operation: Mapping[str, Any]) -> Operation:
+        """From the ``operation`` object of an AuthorizationPolicy (ports are strings there)."""
+        return cls(
+            ports=_strings(operation.get("ports")),
+            methods=_strings(operation.get("methods")),
+            paths=_strings(operation.get("paths")),
+            hosts=_strings(operation.get("hosts")),
+        )
+
+    def __str__(self) -> str:
+        fields = [
+            f"{name}={','.join(values)}"
+            for name, values in (
+                ("ports", self.ports),
+                ("methods", self.methods),
+                ("paths", self.paths),
+                ("hosts", self.hosts),
+            )
+            if values
+        ]
+        return " ".join(fields) or "anything"
+
+
 @dataclasses.dataclass(frozen=True)
 class PolicyView:
     """What one AuthorizationPolicy allows, reduced to what the tests compare."""
@@ -100,6 +138,8 @@ class PolicyView:
     principals: tuple[str, ...]
     targets: tuple[str, ...]
     ports: tuple[str, ...]
+    operations: tuple[Operation, ...] = ()
+    """Every operation of every rule, sorted; empty means any request (of the principals)."""
 
     @classmethod
     def from_resource(cls, obj: Mapping[str, Any]) -> PolicyView:
@@ -113,12 +153,12 @@ class PolicyView:
             for source in rule.get("from") or []
             for p in (source.get("source") or {}).get("principals") or []
         }
-        ports = {
-            str(port)
+        operations = {
+            Operation.from_resource(to.get("operation") or {})
             for rule in rules
             for to in rule.get("to") or []
-            for port in (to.get("operation") or {}).get("ports") or []
         }
+        ports = {port for operation in operations for port in operation.ports}
         targets: set[str] = set()
         selector: Mapping[str, str] | None = (spec.get("selector") or {}).get("matchLabels")
         if selector:
@@ -134,6 +174,7 @@ class PolicyView:
             principals=tuple(sorted(principals)),
             targets=tuple(sorted(targets)),
             ports=tuple(sorted(ports)),
+            operations=tuple(sorted(operations)),
         )
 
     def pairs(self) -> set[tuple[str, str]]:
@@ -142,9 +183,10 @@ class PolicyView:
 
     def __str__(self) -> str:
         ports = ",".join(self.ports) or "any"
+        operations = "; ".join(str(o) for o in self.operations) or "anything"
         return (
             f"{self.name}: {'|'.join(self.principals) or '-'} -> "
-            f"{'|'.join(self.targets) or '-'} ports {ports}"
+            f"{'|'.join(self.targets) or '-'} ports {ports} ({operations})"
         )
 
 
@@ -210,16 +252,40 @@ def mesh_policy_ports(policy: MeshPolicy) -> tuple[str, ...]:
     return tuple(sorted({str(port) for e in policy.endpoints for port in e.ports or []}))
 
 
+def mesh_policy_operations(policy: MeshPolicy) -> tuple[Operation, ...]:
+    """The operations an AuthorizationPolicy made from ``policy`` must hold (one per endpoint).
+
+    Integer ports become strings, methods their names; a field left unset restricts nothing.
+    """
+    return tuple(
+        sorted(
+            {
+                Operation(
+                    ports=_strings(e.ports),
+                    methods=_strings(m.value for m in e.methods or ()),
+                    paths=_strings(e.paths),
+                    hosts=_strings(e.hosts),
+                )
+                for e in policy.endpoints
+            }
+        )
+    )
+
+
 def find_policy_for(policy: MeshPolicy, policies: Iterable[PolicyView]) -> PolicyView | None:
-    """The AuthorizationPolicy that implements ``policy`` (same principal, target and ports)."""
+    """The AuthorizationPolicy that implements ``policy``.
+
+    Same principal and target, and exactly the operations of its endpoints (ports, methods,
+    paths, hosts): a policy that allows more, or less, is not it.
+    """
     want_principal = principal(policy.source_namespace, policy.source_app_name)
     want_target = mesh_policy_target(policy)
-    want_ports = mesh_policy_ports(policy)
+    want_operations = mesh_policy_operations(policy)
     for view in policies:
         if (
             want_principal in view.principals
             and want_target in view.targets
-            and view.ports == want_ports
+            and view.operations == want_operations
         ):
             return view
     return None

@@ -7,10 +7,11 @@ variable                        meaning (default)
 ==============================  ====================================================================
 ``COORDINATOR_CHARM``           ``.charm`` file of mesh-coordinator-k8s (newest ``build/`` match)
 ``WORKER_CHARM``                ``.charm`` file of mesh-worker-k8s (newest ``build/`` match)
-``MESH_TEST_ISTIO_CHANNEL``     Charmhub channel of istio-k8s (``2/edge``: has ``hardened-mode``)
-``MESH_TEST_BEACON_CHANNEL``    Charmhub channel of istio-beacon-k8s (``2/edge``)
-``MESH_TEST_PROMETHEUS_CHANNEL``  Charmhub channel of prometheus-k8s (the charm's default channel)
-``MESH_TEST_LOKI_CHANNEL``      Charmhub channel of loki-k8s (the charm's default channel)
+``MESH_TEST_ISTIO_CHANNEL``     Charmhub channel of istio-k8s (must have ``hardened-mode``)
+``MESH_TEST_BEACON_CHANNEL``    Charmhub channel of istio-beacon-k8s
+``MESH_TEST_PROMETHEUS_CHANNEL``  Charmhub channel of prometheus-k8s
+``MESH_TEST_LOKI_CHANNEL``      Charmhub channel of loki-k8s
+``MESH_TEST_GRAFANA_CHANNEL``   Charmhub channel of grafana-k8s
 ``MESH_TEST_ISTIO_MODEL``       use the istio-k8s already deployed in this model instead of
                                 deploying one (its ``hardened-mode`` is restored at the end)
 ``MESH_TEST_ISTIO_APP``         name of that istio-k8s application (``istio-k8s``)
@@ -19,8 +20,10 @@ variable                        meaning (default)
 ``MESH_TEST_TIMEOUT_SCALE``     multiply every wait by this factor on slow machines (``1``)
 ==============================  ====================================================================
 
-When neither ``COORDINATOR_CHARM``/``WORKER_CHARM`` nor a ``build/*.charm`` exists, the tests run
-``tools/pack.py`` (what ``tox -e pack`` runs), which needs ``charmcraft`` and LXD.
+Channels default to ``tools/charm_sources.py``'s :data:`CHANNELS`, the one place they are pinned
+(``tox -e deploy`` uses the same). When neither ``COORDINATOR_CHARM``/``WORKER_CHARM`` nor a
+``build/*.charm`` exists, the tests run ``tools/pack.py`` (what ``tox -e pack`` runs), which needs
+``charmcraft`` (the snap, preferably) and LXD.
 """
 
 from __future__ import annotations
@@ -29,21 +32,29 @@ import dataclasses
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import yaml
+import charm_sources
+import pack
+from charm_sources import BEACON, CHANNELS, GRAFANA, ISTIO, LOKI, PROMETHEUS
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = ROOT / "build"
-COORDINATOR_CHARM_NAME = "mesh-coordinator-k8s"
-WORKER_CHARM_NAME = "mesh-worker-k8s"
+COORDINATOR_CHARM_NAME = charm_sources.COORDINATOR.name
+WORKER_CHARM_NAME = charm_sources.WORKER.name
+CHANNEL_VARIABLES: Mapping[str, str] = {
+    ISTIO: "MESH_TEST_ISTIO_CHANNEL",
+    BEACON: "MESH_TEST_BEACON_CHANNEL",
+    PROMETHEUS: "MESH_TEST_PROMETHEUS_CHANNEL",
+    LOKI: "MESH_TEST_LOKI_CHANNEL",
+    GRAFANA: "MESH_TEST_GRAFANA_CHANNEL",
+}
+"""Charmhub charm -> the variable that overrides its pinned channel."""
 _SOURCE_DIRS = ("lib", "coordinator", "worker")
 _JUJU_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "ppc64le": "ppc64el"}
 
@@ -54,10 +65,8 @@ class Settings:
 
     coordinator_charm: Path | None
     worker_charm: Path | None
-    istio_channel: str
-    beacon_channel: str
-    prometheus_channel: str | None
-    loki_channel: str | None
+    channels: Mapping[str, str]
+    """Charmhub charm name -> channel (``CHANNELS``, overridden by ``MESH_TEST_*_CHANNEL``)."""
     istio_model: str | None
     istio_app: str
     istio_platform: str | None
@@ -90,30 +99,23 @@ class Settings:
         return cls(
             coordinator_charm=path("COORDINATOR_CHARM"),
             worker_charm=path("WORKER_CHARM"),
-            istio_channel=text("MESH_TEST_ISTIO_CHANNEL", "2/edge") or "2/edge",
-            beacon_channel=text("MESH_TEST_BEACON_CHANNEL", "2/edge") or "2/edge",
-            prometheus_channel=text("MESH_TEST_PROMETHEUS_CHANNEL", None),
-            loki_channel=text("MESH_TEST_LOKI_CHANNEL", None),
+            channels={
+                charm: text(CHANNEL_VARIABLES[charm], pinned) or pinned
+                for charm, pinned in CHANNELS.items()
+            },
             istio_model=text("MESH_TEST_ISTIO_MODEL", None),
             istio_app=text("MESH_TEST_ISTIO_APP", "istio-k8s") or "istio-k8s",
             istio_platform=env.get("MESH_TEST_ISTIO_PLATFORM"),
             timeout_scale=scale,
         )
 
+    def channel(self, charm: str) -> str:
+        """The channel to deploy Charmhub charm ``charm`` from."""
+        return self.channels[charm]
+
     def timeout(self, seconds: float) -> float:
         """A wait of ``seconds``, scaled by ``MESH_TEST_TIMEOUT_SCALE``."""
         return seconds * self.timeout_scale
-
-
-def oci_resources(charm_dir: str) -> dict[str, str]:
-    """Each OCI image resource of ``<charm_dir>/charmcraft.yaml`` mapped to its upstream image."""
-    meta: dict[str, Any] = yaml.safe_load((ROOT / charm_dir / "charmcraft.yaml").read_text())
-    resources: dict[str, dict[str, Any]] = meta.get("resources") or {}
-    return {
-        name: str(spec["upstream-source"])
-        for name, spec in sorted(resources.items())
-        if spec.get("type") == "oci-image"
-    }
 
 
 def _juju_arch() -> str:
@@ -180,12 +182,18 @@ def resolve_charms(settings: Settings) -> tuple[Path, Path]:
     if not missing:
         return resolved[0], resolved[1]
 
-    if shutil.which("charmcraft") is None:
+    try:
+        charmcraft = pack.find_charmcraft()
+    except pack.StagingError as e:
         raise FileNotFoundError(
-            f"no packed charm for {', '.join(missing)} in {BUILD_DIR} and charmcraft is not "
-            "installed: run `tox -e pack` first, or set COORDINATOR_CHARM and WORKER_CHARM"
-        )
-    logger.info("packing both charms with tools/pack.py (several minutes the first time)")
+            f"no packed charm for {', '.join(missing)} in {BUILD_DIR} and {e}: run "
+            "`tox -e pack` first, or set COORDINATOR_CHARM and WORKER_CHARM"
+        ) from None
+    log = logger.info if charmcraft.is_snap else logger.warning
+    log(
+        "packing both charms with tools/pack.py (several minutes the first time): %s",
+        charmcraft.note,
+    )
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "pack.py"), "--build-dir", str(BUILD_DIR)],
         cwd=ROOT,

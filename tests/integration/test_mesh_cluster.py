@@ -1,16 +1,20 @@
 """A coordinated-worker cluster on an Istio ambient mesh, end to end, on a real Juju + Kubernetes.
 
 One model holds the cluster (``coordinator`` and two worker applications with different roles),
-``istio-beacon-k8s``, ``prometheus-k8s``, ``loki-k8s`` and ``outsider`` (a worker that belongs to no
-cluster: the "application outside the cluster"). istio-k8s runs in a model of its own. The tests
-run in order and share the deployment:
+``istio-beacon-k8s``, ``prometheus-k8s``, ``loki-k8s``, ``grafana-k8s`` and ``outsider`` (a worker
+that belongs to no cluster: the "application outside the cluster", off the mesh). istio-k8s runs in
+a model of its own. Charmhub channels come from ``tools/charm_sources.py``. The tests run in order
+and share the deployment:
 
 1. deploy; relate the cluster and its telemetry; check the cluster label, telemetry without mesh;
-2. relate the coordinator to the beacon: pods and Services get the mesh labels, the coordinator
-   creates the cluster-internal AuthorizationPolicies, the beacon creates the external ones;
-3. with istio-k8s ``hardened-mode``: traffic inside the cluster is allowed, traffic from outside is
-   denied, Prometheus scrapes workers only through the coordinator's proxy, logs reach Loki
-   through it;
+2. relate the coordinator to the beacon (and put Prometheus and Grafana on the mesh): pods and
+   Services get the mesh labels, the coordinator creates the cluster-internal AuthorizationPolicies,
+   the beacon creates the external ones;
+3. with istio-k8s ``hardened-mode``: traffic inside the cluster is allowed; the off-mesh outsider is
+   cut at L4 (ztunnel); mesh-enrolled Prometheus and Grafana get through the coordinator Service's
+   waypoint exactly on the methods and paths our policies allow and get its HTTP 403 on the others
+   (L7); Prometheus scrapes workers only through the coordinator's proxy, logs reach Loki through
+   it;
 4. transitions: scale a worker up and down, remove a worker application, remove and re-add the
    mesh relation; policies, labels and telemetry follow.
 
@@ -25,15 +29,20 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import charm_sources
 import jubilant
 import pytest
+from charm_sources import oci_resources
 from coordinated_mesh.relations.cluster import CoordinatorAppData
 from it_juju import (
     beacon_labels,
     direct_metrics_url,
     eventually,
+    expect_answered,
     expect_denied,
+    expect_rbac_denied,
     expect_reached,
     loki_streams,
     make_workload_log,
@@ -62,7 +71,7 @@ from it_kube import (
     service_labels,
     service_target,
 )
-from it_settings import Settings, oci_resources, resolve_charms
+from it_settings import Settings, resolve_charms
 from lightkube import Client
 
 COORDINATOR = "coordinator"
@@ -73,6 +82,11 @@ OUTSIDER = "outsider"
 BEACON = "istio-beacon"
 PROMETHEUS = "prometheus"
 LOKI = "loki"
+GRAFANA = "grafana"
+ON_MESH_CLIENTS = (PROMETHEUS, GRAFANA)
+"""Other charms' applications put on the mesh, so the waypoint judges their requests at L7."""
+QUERY_PREFIX = "/query"
+"""The coordinator charm's query route (``QUERY_API`` in coordinator/src/charm.py): Grafana's."""
 WORKER_CONTAINER = "prometheus"
 """The worker's workload container (its workload is Prometheus)."""
 
@@ -117,7 +131,7 @@ def cluster_apps(juju: jubilant.Juju) -> list[str]:
 
 def core_apps(juju: jubilant.Juju) -> list[str]:
     """Everything that must be active: the cluster, the beacon and the telemetry backends."""
-    return [*cluster_apps(juju), BEACON, PROMETHEUS, LOKI]
+    return [*cluster_apps(juju), BEACON, PROMETHEUS, LOKI, GRAFANA]
 
 
 def settle(juju: jubilant.Juju, settings: Settings, seconds: float = SETTLE_WAIT) -> None:
@@ -226,10 +240,11 @@ def check_external_policies(
     """Wait until every policy the coordinator publishes exists as an AuthorizationPolicy."""
     beacon = leader_unit(juju, BEACON)
     published = published_mesh_policies(juju, beacon, COORDINATOR)
-    assert any(p.source_app_name == PROMETHEUS for p in published), (
-        f"the coordinator publishes no policy for {PROMETHEUS} (metrics-endpoint): "
-        f"{[p.to_wire() for p in published]}"
-    )
+    for client, relation in ((PROMETHEUS, "metrics-endpoint"), (GRAFANA, "grafana-source")):
+        assert any(p.source_app_name == client for p in published), (
+            f"the coordinator publishes no policy for {client} ({relation}): "
+            f"{[p.to_wire() for p in published]}"
+        )
     for policy in published:
         assert (policy.target_app_name, policy.target_namespace) == (COORDINATOR, namespace), (
             f"a published policy does not target the coordinator: {policy.to_wire()}"
@@ -327,16 +342,16 @@ def test_deploy(
         if settings.istio_platform is not None:
             config["platform"] = settings.istio_platform
         istio_juju.deploy(
-            "istio-k8s",
+            charm_sources.ISTIO,
             settings.istio_app,
-            channel=settings.istio_channel,
+            channel=settings.channel(charm_sources.ISTIO),
             config=config or None,
             trust=True,
         )
     juju.deploy(
-        "istio-beacon-k8s",
+        charm_sources.BEACON,
         BEACON,
-        channel=settings.beacon_channel,
+        channel=settings.channel(charm_sources.BEACON),
         config={"model-on-mesh": False},
         trust=True,
     )
@@ -350,12 +365,19 @@ def test_deploy(
             trust=True,
         )
     juju.deploy(worker_charm, OUTSIDER, resources=oci_resources("worker"), trust=True)
-    juju.deploy("prometheus-k8s", PROMETHEUS, channel=settings.prometheus_channel, trust=True)
-    juju.deploy("loki-k8s", LOKI, channel=settings.loki_channel, trust=True)
+    for charm, app in (
+        (charm_sources.PROMETHEUS, PROMETHEUS),
+        (charm_sources.LOKI, LOKI),
+        (charm_sources.GRAFANA, GRAFANA),
+    ):
+        juju.deploy(charm, app, channel=settings.channel(charm), trust=True)
 
     wait_settled(istio_juju, [settings.istio_app], timeout=settings.timeout(DEPLOY_WAIT))
     wait_settled(
-        juju, [BEACON, PROMETHEUS, LOKI], timeout=settings.timeout(DEPLOY_WAIT), error_apps=OUR_APPS
+        juju,
+        [BEACON, PROMETHEUS, LOKI, GRAFANA],
+        timeout=settings.timeout(DEPLOY_WAIT),
+        error_apps=OUR_APPS,
     )
     juju.wait(
         lambda status: jubilant.all_agents_idle(status, *OUR_APPS),
@@ -374,6 +396,7 @@ def test_integrate_cluster_and_telemetry(
         juju.integrate(f"{worker}:cluster", f"{COORDINATOR}:cluster")
     juju.integrate(f"{COORDINATOR}:metrics-endpoint", f"{PROMETHEUS}:metrics-endpoint")
     juju.integrate(f"{COORDINATOR}:logging", f"{LOKI}:logging")
+    juju.integrate(f"{COORDINATOR}:grafana-source", f"{GRAFANA}:grafana-source")
     settle(juju, settings)
 
     # The cluster label is always applied; mesh labels and cluster policies only with a mesh.
@@ -402,25 +425,30 @@ def test_integrate_service_mesh(
     juju: jubilant.Juju, kube: Client, namespace: str, settings: Settings
 ):
     juju.integrate(f"{COORDINATOR}:service-mesh", f"{BEACON}:service-mesh")
-    # Prometheus must be on the mesh to have an identity the beacon's policies can name.
-    if "service-mesh" in juju.status().apps[PROMETHEUS].endpoint_bindings:
-        juju.integrate(f"{PROMETHEUS}:service-mesh", f"{BEACON}:service-mesh")
-        enrolment = "its service-mesh relation"
-    else:
-        enrol_in_ambient_mesh(kube, namespace, PROMETHEUS)
-        enrolment = f"the {AMBIENT_LABEL} label on its StatefulSet"
+    # Prometheus and Grafana must be on the mesh to have identities the beacon's policies can
+    # name, and for the waypoint (not ztunnel) to judge their requests to our Service.
+    enrolments: dict[str, str] = {}
+    for client in ON_MESH_CLIENTS:
+        if "service-mesh" in juju.status().apps[client].endpoint_bindings:
+            juju.integrate(f"{client}:service-mesh", f"{BEACON}:service-mesh")
+            enrolments[client] = "its service-mesh relation"
+        else:
+            enrol_in_ambient_mesh(kube, namespace, client)
+            enrolments[client] = f"the {AMBIENT_LABEL} label on its StatefulSet"
     settle(juju, settings)
 
-    def prometheus_enrolled() -> tuple[bool, str]:
-        pods = live_pod_labels(kube, namespace, PROMETHEUS)
-        ok = bool(pods) and all(p.get(AMBIENT_LABEL) == "ambient" for p in pods.values())
-        return ok, f"{PROMETHEUS} pods: {pods}"
+    for client, enrolment in enrolments.items():
 
-    eventually(
-        prometheus_enrolled,
-        what=f"{PROMETHEUS} on the mesh via {enrolment}",
-        timeout=settings.timeout(K8S_WAIT),
-    )
+        def enrolled(client: str = client) -> tuple[bool, str]:
+            pods = live_pod_labels(kube, namespace, client)
+            ok = bool(pods) and all(p.get(AMBIENT_LABEL) == "ambient" for p in pods.values())
+            return ok, f"{client} pods: {pods}"
+
+        eventually(
+            enrolled,
+            what=f"{client} on the mesh via {enrolment}",
+            timeout=settings.timeout(K8S_WAIT),
+        )
 
 
 # --- 2. what the mesh relation creates -----------------------------------------------------------
@@ -459,7 +487,8 @@ def test_enable_hardened_mode(
 ):
     options = json.loads(istio_juju.cli("config", "--format", "json", settings.istio_app))
     assert "hardened-mode" in options.get("settings", {}), (
-        f"{settings.istio_app} (channel {settings.istio_channel}) has no hardened-mode option; "
+        f"{settings.istio_app} (channel {settings.channel(charm_sources.ISTIO)}) has no "
+        "hardened-mode option; "
         "set MESH_TEST_ISTIO_CHANNEL to a channel that has it"
     )
     istio_juju.config(settings.istio_app, {"hardened-mode": True})
@@ -498,11 +527,54 @@ def test_traffic_from_outside_cluster_denied(juju: jubilant.Juju, settings: Sett
 
     # Positive control: the URL is served, so a failure below is the mesh saying no.
     expect_reached(juju, coordinator, direct_metrics_url(workers[a]), timeout=timeout)
-    for data in workers.values():  # an application outside the cluster (and off the mesh)
+    # An application outside the cluster and off the mesh: ztunnel cuts it at L4 (no principal),
+    # before any waypoint; this says nothing about the L7 policies (see the next test).
+    for data in workers.values():
         expect_denied(juju, outsider, direct_metrics_url(data), timeout=timeout)
     expect_denied(juju, outsider, proxied[a], timeout=timeout)
-    # Prometheus (on the mesh, allowed to the proxy) may not scrape a worker directly.
+    # Prometheus (on the mesh, allowed to the proxy) may not scrape a worker pod directly: no
+    # policy on the worker pods names it (L4, ztunnel).
     expect_denied(juju, prometheus, direct_metrics_url(workers[a]), timeout=timeout)
+
+
+def test_waypoint_enforces_l7_policies(juju: jubilant.Juju, namespace: str, settings: Settings):
+    """Enrolled clients get what our policies allow on our Service, the waypoint's 403 otherwise.
+
+    Policies (coordinator/src/charm.py and the library defaults): Prometheus may ``GET``
+    ``/proxy/worker/{*}/metrics``, Grafana ``GET``/``POST`` ``/query/*``, on the HTTP port. Each
+    denied request is first shown answered for a worker (the cluster-internal policy lets workers
+    reach the Service on anything), so the 403 is the policy's doing, not the route's.
+    """
+    timeout = settings.timeout(TRAFFIC_WAIT)
+    prometheus = leader_unit(juju, PROMETHEUS)
+    grafana = leader_unit(juju, GRAFANA)
+    a = f"{WORKER_A}/0"
+    metrics = proxied_metrics_urls(juju, prometheus, COORDINATOR)[a]
+    parts = urlsplit(metrics)
+    assert parts.hostname == f"{COORDINATOR}.{namespace}.svc.cluster.local", (
+        f"scrape jobs must target the coordinator's Service: {metrics}"
+    )
+    query = f"{parts.scheme}://{parts.netloc}{QUERY_PREFIX}/api/v1/query?query=up"
+    loki_pushes = CoordinatorAppData.load(remote_app_data(juju, a, "cluster", COORDINATOR))
+    push = sorted((loki_pushes.loki_endpoints or {}).values())
+    assert push, f"the coordinator gave {a} no Loki push URL"
+
+    # Allowed: each client on its own route and methods (a body-less POST may get a 4xx from
+    # Prometheus, which is fine: the waypoint let it through).
+    expect_reached(juju, prometheus, metrics, timeout=timeout)
+    expect_reached(juju, grafana, query, timeout=timeout)
+    expect_answered(juju, grafana, query, method="POST", timeout=timeout)
+    # Denied at L7: a method, a path, or the other client's route.
+    denied = [
+        (prometheus, "DELETE", metrics),
+        (prometheus, "GET", push[0]),
+        (prometheus, "GET", query),
+        (grafana, "GET", metrics),
+        (grafana, "DELETE", query),
+    ]
+    for source, method, url in denied:
+        expect_answered(juju, a, url, method=method, timeout=timeout)
+        expect_rbac_denied(juju, source, url, method=method, timeout=timeout)
 
 
 def test_prometheus_scrapes_workers_through_proxy(
@@ -688,6 +760,8 @@ def test_traffic_and_telemetry_after_readding_mesh(
     expect_reached(juju, prometheus, proxied, timeout=timeout)
     expect_denied(juju, outsider, direct, timeout=timeout)
     expect_denied(juju, prometheus, direct, timeout=timeout)
+    # The beacon's L7 policies are back, not just some allow-all: the waypoint refuses a method.
+    expect_rbac_denied(juju, prometheus, proxied, method="DELETE", timeout=timeout)
 
     since = state["mesh_readded_at"]
     check_up(juju, settings, app=WORKER_A, units=[a], since=since)

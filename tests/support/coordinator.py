@@ -1,6 +1,6 @@
 """Fakes and builders shared by the coordinator's ``ops.testing`` tests and benchmarks.
 
-* :class:`FakeKubernetes`: an in-memory :class:`~coordinated_mesh.coordinator_kubernetes.KubernetesBackend`
+* :class:`FakeKubernetes`: an in-memory :class:`~coordinated_mesh.coordinator.kubernetes.KubernetesBackend`
   with the semantics of the real one (writes only on a difference) that counts its writes and can
   be told to fail like Kubernetes does (403, CRD missing, API error).
 * builders for the relations the coordinator speaks, with realistic databags;

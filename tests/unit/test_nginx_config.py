@@ -59,7 +59,7 @@ def block(text: str, header: str) -> str:
 
 def test_main_context():
     text = render()
-    assert text.startswith("# Rendered by coordinated_mesh.nginx_config")
+    assert text.startswith("# Rendered by coordinated_mesh.proxy.nginx")
     for line in [
         "worker_processes 2;",
         "pid /tmp/nginx.pid;",

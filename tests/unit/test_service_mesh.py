@@ -134,7 +134,7 @@ def test_not_related():
 
 
 def test_empty_provider_databag_is_not_ready_not_an_error(caplog: pytest.LogCaptureFixture):
-    caplog.set_level(logging.DEBUG, logger="coordinated_mesh.service_mesh")
+    caplog.set_level(logging.DEBUG, logger="coordinated_mesh.mesh.consumer")
     charm = _charm(_state(_mesh()))
     for _ in range(3):  # read many times in one hook, logged once
         assert charm.mesh.enabled is True
@@ -212,7 +212,7 @@ def test_unknown_keys_are_ignored():
 def test_invalid_provider_data_is_not_ready(
     data: dict[str, str], key: str, caplog: pytest.LogCaptureFixture
 ):
-    caplog.set_level(logging.DEBUG, logger="coordinated_mesh.service_mesh")
+    caplog.set_level(logging.DEBUG, logger="coordinated_mesh.mesh.consumer")
     charm = _charm(_state(_mesh(data)))
     assert charm.mesh.enabled is True
     assert charm.mesh.ready is False

@@ -3,9 +3,9 @@
 :class:`KubernetesBackend` is everything the :class:`~coordinated_mesh.coordinator.Coordinator`
 reads and writes in Kubernetes: its own pod labels, its cluster-internal policies, and (only while
 leaving the mesh) its cluster's pods and namespace. :class:`LightkubeBackend` is the real one, on
-:mod:`~coordinated_mesh.labels` and :mod:`~coordinated_mesh.policy_resource_manager`; ``ops.testing``
+:mod:`~coordinated_mesh.k8s.labels` and :mod:`~coordinated_mesh.k8s.policy_manager`; ``ops.testing``
 tests replace :func:`make_kubernetes_backend` with an in-memory fake. Every method raises only
-:class:`~coordinated_mesh.kubernetes.KubernetesError` (and subclasses) on failure.
+:class:`~coordinated_mesh.k8s.client.KubernetesError` (and subclasses) on failure.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 class KubernetesBackend(Protocol):
     """What the coordinator does in Kubernetes: its own labels and its cluster-internal policies.
 
-    Every method raises :class:`~coordinated_mesh.kubernetes.KubernetesError` (or a subclass) and
+    Every method raises :class:`~coordinated_mesh.k8s.client.KubernetesError` (or a subclass) and
     nothing else on failure. Tests replace it with a fake; production uses :class:`LightkubeBackend`.
     Everything happens in the model's namespace except :meth:`delete_policies` and
     :meth:`owned_policies`, which look everywhere.
@@ -75,7 +75,7 @@ class KubernetesBackend(Protocol):
 class LightkubeBackend:
     """:class:`KubernetesBackend` on a lightkube client, the label helpers and the policy manager.
 
-    The client is created on first use (:class:`~coordinated_mesh.kubernetes.AppClient`), so
+    The client is created on first use (:class:`~coordinated_mesh.k8s.client.AppClient`), so
     units that never touch Kubernetes never import lightkube's models.
     """
 

@@ -179,10 +179,10 @@ class PolicyResourceManager:
     """Creates, updates and deletes the ``AuthorizationPolicy`` objects one owner wants.
 
     Only the leader unit should call the writing methods (like any charm code changing shared
-    state). Every method raises :class:`~coordinated_mesh.kubernetes.ForbiddenError` when the
-    application is not trusted, :class:`~coordinated_mesh.kubernetes.CRDMissingError` when
+    state). Every method raises :class:`~coordinated_mesh.k8s.client.ForbiddenError` when the
+    application is not trusted, :class:`~coordinated_mesh.k8s.client.CRDMissingError` when
     Istio's ``AuthorizationPolicy`` kind is not served (Istio is not installed), and
-    :class:`~coordinated_mesh.kubernetes.KubernetesError` for anything else.
+    :class:`~coordinated_mesh.k8s.client.KubernetesError` for anything else.
 
     Args:
         client: a lightkube client.

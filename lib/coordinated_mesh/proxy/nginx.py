@@ -179,7 +179,7 @@ def _grpc_route(out: _Writer, route: GrpcRoute) -> None:
 
 def _main_context(out: _Writer, settings: NginxSettings) -> None:
     temp = settings.temp_dir.rstrip("/")
-    out.line("# Rendered by coordinated_mesh.nginx_config; the coordinator charm rewrites it.")
+    out.line("# Rendered by coordinated_mesh.proxy.nginx; the coordinator charm rewrites it.")
     if settings.user is not None:
         out.line(f"user {settings.user};")
     out.line(f"worker_processes {settings.worker_processes};")
@@ -225,7 +225,7 @@ def render_nginx_config(plan: TelemetryProxyPlan, settings: NginxSettings | None
 
     Args:
         plan: the routes and ports, from
-            :func:`~coordinated_mesh.telemetry_proxy.build_telemetry_proxy`.
+            :func:`~coordinated_mesh.proxy.plan.build_telemetry_proxy`.
         settings: process settings; the defaults suit the ``ubuntu/nginx`` rock under Pebble.
 
     Returns:

@@ -97,7 +97,7 @@ class TelemetryProxyInputs:
     """Everything the telemetry proxy is computed from.
 
     The mappings hold raw, untrusted strings as read from the relations (the readers in
-    :mod:`coordinated_mesh.interfaces` already validate them; they are validated again here).
+    :mod:`coordinated_mesh.relations` already validate them; they are validated again here).
 
     Attributes:
         identity: the coordinator's application, model and cluster domain.

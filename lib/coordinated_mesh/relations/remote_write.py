@@ -5,7 +5,7 @@ Wire format: each provider unit's databag holds ``remote_write`` = JSON ``{"url"
 ``alert_rules``, which the coordinator does not publish.
 
 Several units may publish the same URL (a load-balanced Service); the proxy then routes that URL
-once (see :func:`coordinated_mesh.telemetry_proxy.build_telemetry_proxy`).
+once (see :func:`coordinated_mesh.proxy.plan.build_telemetry_proxy`).
 """
 
 from __future__ import annotations
