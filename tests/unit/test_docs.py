@@ -346,7 +346,16 @@ def test_how_to_worker_applies_what_the_coordinator_sends(monkeypatch: pytest.Mo
     config = yaml.safe_load(
         (container.get_filesystem(ctx) / "etc/prometheus/prometheus.yml").read_text()
     )
-    assert config["global"] == {"scrape_interval": "1m"}
+    assert config["global"] == {
+        "scrape_interval": "1m",
+        "external_labels": {
+            "juju_application": "my-worker-k8s",
+            "juju_charm": "my-worker-k8s",
+            "juju_model": "mymodel",
+            "juju_model_uuid": MODEL.uuid,
+            "juju_unit": "my-worker-k8s/0",
+        },
+    }
     assert config["remote_write"] == [{"url": f"{proxy}/remote-write/prom-0/write"}]
     assert container.plan.log_targets["loki/0"].location == f"{proxy}/loki/loki-0/push"
     assert "prometheus" in container.plan.services

@@ -38,6 +38,14 @@ RW1 = f"{PROXY}/proxy/remote-write/mimir-0/write"
 PART_OF = {"app.kubernetes.io/part-of": "coord"}
 MESH = {**PART_OF, "istio.io/dataplane-mode": "ambient"}
 BASE_CONFIG = "global:\n  scrape_interval: 1m\n  evaluation_interval: 1m\n"
+TOPOLOGY_LABELS = {
+    "juju_application": APP,
+    "juju_charm": APP,
+    "juju_model": "mymodel",
+    "juju_model_uuid": MODEL.uuid,
+    "juju_unit": f"{APP}/0",
+}
+"""What every series the unit remote-writes carries (``global.external_labels``)."""
 
 
 # --- Fakes and helpers ---------------------------------------------------------------------------
@@ -464,7 +472,11 @@ def test_urls_configure_log_forwarding_and_prometheus(
         "product": "Juju",
     }
     config = prometheus_yml(config_dir)
-    assert config["global"] == {"scrape_interval": "1m", "evaluation_interval": "1m"}
+    assert config["global"] == {
+        "scrape_interval": "1m",
+        "evaluation_interval": "1m",
+        "external_labels": TOPOLOGY_LABELS,
+    }
     assert config["remote_write"] == [{"url": RW0}]
     assert config["scrape_configs"] == [
         {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]}
@@ -534,7 +546,8 @@ def test_coordinator_removed_stops_forwarding(
     out = run(ctx, out, ctx.on.relation_broken(out.get_relation(relation.id)))
     assert log_targets(out) == {"loki/0": (LOKI0, ["-all"])}
     config = prometheus_yml(config_dir)
-    assert "remote_write" not in config and "global" not in config
+    assert "remote_write" not in config
+    assert config["global"] == {"external_labels": TOPOLOGY_LABELS}  # the base is gone
 
 
 def test_invalid_data_keeps_the_workload_as_it_was(

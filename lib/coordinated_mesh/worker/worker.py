@@ -27,6 +27,7 @@ from coordinated_mesh.relations.cluster import (
     ProxiedTelemetry,
     WorkerAppData,
     WorkerUnitData,
+    juju_topology_labels,
     parse_proxied_telemetry,
 )
 from coordinated_mesh.relations.databag import DatabagError
@@ -68,6 +69,10 @@ class WorkerContext:
         role: the role of this worker application.
         topology: this unit's Juju topology.
         address: this unit's FQDN.
+        juju_labels: this unit's Juju topology as Prometheus labels (``juju_model``,
+            ``juju_model_uuid``, ``juju_application``, ``juju_unit``, ``juju_charm``): the labels
+            the coordinator's scrape jobs give this unit's metrics. A workload that pushes
+            samples itself (remote-write) attaches them, so every unit's series stay distinct.
     """
 
     container: ops.Container
@@ -77,6 +82,7 @@ class WorkerContext:
     role: str
     topology: JujuTopology
     address: str
+    juju_labels: Mapping[str, str] = field(default_factory=lambda: {})
 
 
 ConfigureWorkload = Callable[[WorkerContext], Iterable[str] | None]
@@ -157,6 +163,13 @@ class Worker(Reconciler[LabelsBackend]):
             application=self._charm.app.name,
             unit=self._charm.unit.name,
             charm_name=self._charm.meta.name,
+        )
+
+    @property
+    def juju_labels(self) -> dict[str, str]:
+        """The Juju topology of this unit as Prometheus labels (see :class:`WorkerContext`)."""
+        return juju_topology_labels(
+            self.topology, model_name=self.model.name, model_uuid=self.model.uuid
         )
 
     @property
@@ -310,6 +323,7 @@ class Worker(Reconciler[LabelsBackend]):
                     role=role or DEFAULT_ROLE,
                     topology=self.topology,
                     address=self.address,
+                    juju_labels=self.juju_labels,
                 )
                 obs.notes.extend(self._configure(context) or ())
         except ops.pebble.Error as e:
