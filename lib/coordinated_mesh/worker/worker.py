@@ -17,6 +17,7 @@ import pydantic
 
 from coordinated_mesh.charm.metadata import require_declared
 from coordinated_mesh.charm.reconciler import Reconciler
+from coordinated_mesh.charm.tracing import charm_traces_url, send_charm_traces_to
 from coordinated_mesh.k8s.client import ClientFactory, ForbiddenError, KubernetesError
 from coordinated_mesh.parse import parse_cluster_domain, show, unit_fqdn
 from coordinated_mesh.relations.cluster import (
@@ -202,6 +203,8 @@ class Worker(Reconciler[LabelsBackend]):
         if relation is not None:
             self._publish(relation, role)
         received = self._read(relation, obs)
+        if received is not None:  # unusable data: keep sending where we did
+            send_charm_traces_to(charm_traces_url(received.telemetry.charm_tracing_receivers))
         if self._charm.unit.is_leader():
             self._reconcile_labels(received, obs)
         self._reconcile_workload(received, role, obs)
