@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import opentelemetry.trace
+import ops_tracing._export
 import ops_tracing._mock
 import pytest
 from coordinated_mesh.proxy.config import WorkerTelemetryProxyConfig
@@ -74,6 +75,9 @@ def real_trace_export(monkeypatch: pytest.MonkeyPatch) -> None:
             _unbind_module_tracers()
 
     monkeypatch.setattr(ops_tracing._mock, "patch_tracing", real_tracing)
+    # ops gives each export 1 s, then keeps the spans buffered for a later dispatch; a cold first
+    # POST through nginx on a busy 2-core runner can take longer. The test wants this hook's.
+    monkeypatch.setattr(ops_tracing._export, "EXPORT_TIMEOUT", 10)
 
 
 def _eventually_spans(receiver: OtlpReceiver, count: int, what: str) -> None:
