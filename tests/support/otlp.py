@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import ssl
 import threading
 from collections.abc import Generator
 from contextlib import contextmanager
@@ -108,9 +109,11 @@ def _handler(receiver: OtlpReceiver) -> type[http.server.BaseHTTPRequestHandler]
 
 
 @contextmanager
-def otlp_receiver() -> Generator[OtlpReceiver]:
-    """A receiver on ``127.0.0.1:<port>``, stopped on exit."""
+def otlp_receiver(tls: ssl.SSLContext | None = None) -> Generator[OtlpReceiver]:
+    """A receiver on ``127.0.0.1:<port>`` (TLS only, with ``tls``), stopped on exit."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(OtlpReceiver(0)))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     receiver = OtlpReceiver(server.server_address[1])
     server.RequestHandlerClass = _handler(receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
