@@ -95,7 +95,7 @@ def test_every_url_gives_a_managed_name(url: str):
 
 
 def test_model_keeps_the_first_location_of_a_name_until_a_restart():
-    """The fact the naming exists for (Pebble ``logstate``): re-declaring moves nothing."""
+    """The fact the naming exists for (Pebble ``logstate``): redeclaring moves nothing."""
     pebble_logs = PebbleLogForwarding()
     spec: pebble.LogTargetDict = {"type": "loki", "location": URL0, "services": ["all"]}
     pebble_logs.plan_changed({"t": pebble.LogTarget("t", spec)})

@@ -44,7 +44,7 @@ def loki_target_name(location: str) -> str:
 
     The digits are a SHA-256 prefix of the URL, so the name is stable while the URL is unchanged
     and changes whenever it changes. Pebble creates a target's forwarder, with its location, when
-    the name first appears in the plan and keeps it until the container restarts (re-declaring
+    the name first appears in the plan and keeps it until the container restarts (redeclaring
     the name with a new ``location`` changes the plan, not where logs go); a new name is the only
     way to move logs to a new URL.
     """
