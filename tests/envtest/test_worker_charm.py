@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from lightkube import Client
 from lightkube.resources.apps_v1 import StatefulSet
 from lightkube.resources.core_v1 import Service
@@ -210,4 +211,6 @@ def test_without_trust_the_status_says_juju_trust(
     )
     assert app.template_labels() == JUJU_LABELS
     # The workload is configured all the same.
-    assert (tmp_path / "prometheus.yml").read_text().startswith("global: {}")
+    config = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
+    assert config["global"]["external_labels"]["juju_unit"] == f"{APP}/0"
+    assert config["scrape_configs"][0]["job_name"] == "prometheus"

@@ -23,6 +23,7 @@ from typing import Any
 import ops
 import pytest
 import yaml
+from coordinated_mesh.worker.log_forwarding import loki_target_name
 from ops import testing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -346,9 +347,19 @@ def test_how_to_worker_applies_what_the_coordinator_sends(monkeypatch: pytest.Mo
     config = yaml.safe_load(
         (container.get_filesystem(ctx) / "etc/prometheus/prometheus.yml").read_text()
     )
-    assert config["global"] == {"scrape_interval": "1m"}
+    assert config["global"] == {
+        "scrape_interval": "1m",
+        "external_labels": {
+            "juju_application": "my-worker-k8s",
+            "juju_charm": "my-worker-k8s",
+            "juju_model": "mymodel",
+            "juju_model_uuid": MODEL.uuid,
+            "juju_unit": "my-worker-k8s/0",
+        },
+    }
     assert config["remote_write"] == [{"url": f"{proxy}/remote-write/prom-0/write"}]
-    assert container.plan.log_targets["loki/0"].location == f"{proxy}/loki/loki-0/push"
+    push = f"{proxy}/loki/loki-0/push"
+    assert container.plan.log_targets[loki_target_name(push)].location == push
     assert "prometheus" in container.plan.services
     unit_data = out.get_relation(cluster.id).local_unit_data
     assert json.loads(unit_data["address"]).startswith("my-worker-k8s-0.my-worker-k8s-endpoints.")

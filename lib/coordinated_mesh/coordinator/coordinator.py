@@ -17,6 +17,7 @@ import ops
 
 from coordinated_mesh.charm.metadata import require_declared
 from coordinated_mesh.charm.reconciler import Reconciler
+from coordinated_mesh.charm.tracing import charm_traces_url, send_charm_traces_to
 from coordinated_mesh.coordinator.apply import (
     KubernetesCalls,
     Outcome,
@@ -202,6 +203,8 @@ class Coordinator(Reconciler[KubernetesBackend]):
     def reconcile(self) -> None:
         """Observe, decide, apply; called once per hook, safe to call again."""
         snapshot = self.observe()
+        # The coordinator's own spans go straight to its charm-tracing backend.
+        send_charm_traces_to(charm_traces_url(snapshot.backend_charm_tracing_receivers))
         decision = decide(self._spec, snapshot)
         outcome = Outcome()
         apply_workload(

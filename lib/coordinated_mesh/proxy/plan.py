@@ -35,7 +35,11 @@ from coordinated_mesh.parse import (
 from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
 from coordinated_mesh.relations.cluster import ProxiedTelemetry, WorkerUnitData
 from coordinated_mesh.relations.endpoints import CoordinatorEndpoints
-from coordinated_mesh.relations.tracing import GRPC_TRACING_PROTOCOLS, HTTP_TRACING_PROTOCOLS
+from coordinated_mesh.relations.tracing import (
+    GRPC_TRACING_PROTOCOLS,
+    HTTP_TRACING_PROTOCOLS,
+    grpc_receivers_use_tls,
+)
 
 __all__ = [
     "MAX_ITEMS",
@@ -150,10 +154,15 @@ class HttpRoute:
 
 @dataclass(frozen=True, order=True)
 class GrpcRoute:
-    """One ``location`` on the gRPC listener: a gRPC service path prefix and its receiver."""
+    """One ``location`` on the gRPC listener: a gRPC service path prefix and its receiver.
+
+    ``tls``: the receiver serves TLS (``grpcs://``, with SNI); see
+    :func:`~coordinated_mesh.relations.tracing.grpc_receivers_use_tls`.
+    """
 
     location: str
     upstream: GrpcAddress
+    tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -386,6 +395,7 @@ def _tracing(
     http_routes: list[HttpRoute] = []
     grpc_routes: list[GrpcRoute] = []
     proxied: dict[str, str] = {}
+    grpc_tls = grpc_receivers_use_tls(receivers)
     for protocol, raw in collect.capped(endpoint, receivers.items()):
         if protocol not in HTTP_TRACING_PROTOCOLS and protocol not in GRPC_TRACING_PROTOCOLS:
             collect.add(endpoint, protocol, "unknown tracing protocol")
@@ -399,7 +409,8 @@ def _tracing(
             else:
                 address = parse_grpc_address(raw)
                 if kind == "workload" and inputs.config.grpc_port is not None:
-                    grpc_routes.append(GrpcRoute(GRPC_TRACING_PROTOCOLS[protocol], address))
+                    route = GrpcRoute(GRPC_TRACING_PROTOCOLS[protocol], address, tls=grpc_tls)
+                    grpc_routes.append(route)
                     proxied[protocol] = f"{inputs.identity.service_fqdn}:{inputs.config.grpc_port}"
         except ValueError as e:
             collect.add(endpoint, protocol, str(e))

@@ -36,6 +36,7 @@ __all__ = [
     "RemoteWriteEndpoint",
     "WorkerAppData",
     "WorkerUnitData",
+    "juju_topology_labels",
     "parse_proxied_telemetry",
 ]
 
@@ -129,6 +130,24 @@ class JujuTopology(pydantic.BaseModel):
     application: str = pydantic.Field(pattern=APP_NAME_PATTERN, max_length=63)
     unit: str = pydantic.Field(pattern=UNIT_NAME_PATTERN, max_length=74)
     charm_name: str = pydantic.Field(pattern=APP_NAME_PATTERN, max_length=63)
+
+
+def juju_topology_labels(
+    topology: JujuTopology, *, model_name: str, model_uuid: str
+) -> dict[str, str]:
+    """A unit's Juju topology as Prometheus labels, sorted by name.
+
+    ``juju_application``, ``juju_charm``, ``juju_model``, ``juju_model_uuid``, ``juju_unit``: the
+    labels the coordinator's scrape jobs give a worker's metrics, and those a worker attaches to
+    what it remote-writes itself.
+    """
+    return {
+        "juju_application": topology.application,
+        "juju_charm": topology.charm_name,
+        "juju_model": model_name,
+        "juju_model_uuid": model_uuid,
+        "juju_unit": topology.unit,
+    }
 
 
 class MetricsEndpoint(pydantic.BaseModel):

@@ -26,6 +26,7 @@ __all__ = [
     "HTTP_TRACING_PROTOCOLS",
     "TRANSPORT_BY_PROTOCOL",
     "ProviderReceiver",
+    "grpc_receivers_use_tls",
     "parse_provider_receivers",
     "read_tracing_receivers",
     "request_tracing_protocols",
@@ -49,6 +50,26 @@ TRANSPORT_BY_PROTOCOL: Mapping[str, str] = {
     for protocol, transport in receiver_protocol_to_transport_protocol.items()
 }
 """Known tracing protocols and their transport (``http`` or ``grpc``)."""
+
+
+def grpc_receivers_use_tls(receivers: Mapping[str, str]) -> bool:
+    """Whether a tracing provider's gRPC receivers serve TLS (pure).
+
+    Tempo publishes gRPC receivers (``otlp_grpc``, ``jaeger_grpc``) as ``host:port``, with no
+    scheme to say whether they serve TLS, and its HTTP receivers as URLs. With TLS configured,
+    Tempo serves TLS on every receiver port, gRPC included; so the scheme of the HTTP receivers
+    in the same databag decides: gRPC uses TLS when any HTTP receiver (``otlp_http`` first) is
+    ``https``. A client (the proxy) must then speak gRPC over TLS (``grpcs://``, with SNI);
+    cleartext to such a port fails, and a workload that only speaks gRPC loses its traces.
+
+    Args:
+        receivers: protocol -> URL or address, as read from one provider's databag.
+    """
+    for protocol in sorted(HTTP_TRACING_PROTOCOLS, key=lambda p: p != "otlp_http"):
+        url = receivers.get(protocol)
+        if url:
+            return url.startswith("https://")
+    return False
 
 
 class _ReceiverProtocol(pydantic.BaseModel):

@@ -17,6 +17,7 @@ import pydantic
 
 from coordinated_mesh.charm.metadata import require_declared
 from coordinated_mesh.charm.reconciler import Reconciler
+from coordinated_mesh.charm.tracing import charm_traces_url, send_charm_traces_to
 from coordinated_mesh.k8s.client import ClientFactory, ForbiddenError, KubernetesError
 from coordinated_mesh.parse import parse_cluster_domain, show, unit_fqdn
 from coordinated_mesh.relations.cluster import (
@@ -27,6 +28,7 @@ from coordinated_mesh.relations.cluster import (
     ProxiedTelemetry,
     WorkerAppData,
     WorkerUnitData,
+    juju_topology_labels,
     parse_proxied_telemetry,
 )
 from coordinated_mesh.relations.databag import DatabagError
@@ -68,6 +70,10 @@ class WorkerContext:
         role: the role of this worker application.
         topology: this unit's Juju topology.
         address: this unit's FQDN.
+        juju_labels: this unit's Juju topology as Prometheus labels (``juju_model``,
+            ``juju_model_uuid``, ``juju_application``, ``juju_unit``, ``juju_charm``): the labels
+            the coordinator's scrape jobs give this unit's metrics. A workload that pushes
+            samples itself (remote-write) attaches them, so every unit's series stay distinct.
     """
 
     container: ops.Container
@@ -77,6 +83,7 @@ class WorkerContext:
     role: str
     topology: JujuTopology
     address: str
+    juju_labels: Mapping[str, str] = field(default_factory=lambda: {})
 
 
 ConfigureWorkload = Callable[[WorkerContext], Iterable[str] | None]
@@ -160,6 +167,13 @@ class Worker(Reconciler[LabelsBackend]):
         )
 
     @property
+    def juju_labels(self) -> dict[str, str]:
+        """The Juju topology of this unit as Prometheus labels (see :class:`WorkerContext`)."""
+        return juju_topology_labels(
+            self.topology, model_name=self.model.name, model_uuid=self.model.uuid
+        )
+
+    @property
     def address(self) -> str:
         """The FQDN of this unit (``<app>-<n>.<app>-endpoints.<model>.svc.<cluster domain>``)."""
         return unit_fqdn(
@@ -189,6 +203,8 @@ class Worker(Reconciler[LabelsBackend]):
         if relation is not None:
             self._publish(relation, role)
         received = self._read(relation, obs)
+        if received is not None:  # unusable data: keep sending where we did
+            send_charm_traces_to(charm_traces_url(received.telemetry.charm_tracing_receivers))
         if self._charm.unit.is_leader():
             self._reconcile_labels(received, obs)
         self._reconcile_workload(received, role, obs)
@@ -310,6 +326,7 @@ class Worker(Reconciler[LabelsBackend]):
                     role=role or DEFAULT_ROLE,
                     topology=self.topology,
                     address=self.address,
+                    juju_labels=self.juju_labels,
                 )
                 obs.notes.extend(self._configure(context) or ())
         except ops.pebble.Error as e:
