@@ -49,16 +49,30 @@ def test_unknown_name_is_an_attribute_error():
         _ = coordinated_mesh.Nope  # type: ignore[attr-defined]
 
 
-def test_version_is_semver_and_matches_the_package():
+def test_version_is_semver_and_the_package_reads_it_from_here():
     import re
     import tomllib
     from pathlib import Path
 
     assert re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", coordinated_mesh.__version__)
-    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
-    assert (
-        tomllib.loads(pyproject.read_text())["project"]["version"] == coordinated_mesh.__version__
-    )
+    root = Path(__file__).resolve().parents[2]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    # One source of truth: the build backend reads __version__ (the wheel test checks the result).
+    assert "version" not in pyproject["project"]
+    assert pyproject["project"]["dynamic"] == ["version"]
+    source = root / pyproject["tool"]["hatch"]["version"]["path"]
+    assert source.resolve() == Path(coordinated_mesh.__file__).resolve()
+
+
+def test_changes_describes_this_version_first():
+    import re
+    from pathlib import Path
+
+    changes = (Path(__file__).resolve().parents[2] / "CHANGES.md").read_text()
+    versions = re.findall(r"^## ([0-9]+\.[0-9]+\.[0-9]+)\b", changes, re.M)
+    assert versions, "CHANGES.md has a '## X.Y.Z' section per version"
+    assert versions[0] == coordinated_mesh.__version__
+    assert len(versions) == len(set(versions))
 
 
 def test_importing_the_public_face_does_not_load_lightkube():
