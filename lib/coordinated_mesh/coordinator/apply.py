@@ -18,7 +18,7 @@ import ops
 
 from coordinated_mesh.charm.pebble import ensure_layer, is_running, push_and_reload
 from coordinated_mesh.coordinator.decide import CoordinatorSpec, Decision
-from coordinated_mesh.coordinator.kubernetes import KubernetesBackend
+from coordinated_mesh.coordinator.kubernetes import KubernetesBackend, LegacyMigration
 from coordinated_mesh.coordinator.snapshot import Snapshot
 from coordinated_mesh.coordinator.status import (
     DrainStatus,
@@ -55,6 +55,8 @@ class Outcome:
     """Problems of the proxy's own workload (a failed reload, a Pebble error)."""
     draining: DrainStatus | None = None
     """Off the mesh, the policies kept for pods still enrolled (``None``: none)."""
+    migrated: bool = False
+    """Nothing of ``coordinated-workers`` is left to take over (set when asked to migrate)."""
 
 
 class KubernetesCalls:
@@ -242,6 +244,14 @@ def _drain_policies(
     )
 
 
+def _adopt_legacy_labels(backend: KubernetesBackend) -> bool:
+    return isinstance(backend, LegacyMigration) and backend.adopt_legacy_labels()
+
+
+def _delete_legacy_policies(backend: KubernetesBackend) -> list[str]:
+    return backend.delete_legacy_policies() if isinstance(backend, LegacyMigration) else []
+
+
 def apply_leader(
     charm: ops.CharmBase,
     mesh: ServiceMeshConsumer,
@@ -250,9 +260,16 @@ def apply_leader(
     *,
     calls: KubernetesCalls,
     outcome: Outcome,
+    migrate: bool = False,
 ) -> None:
-    """Labels, cluster-internal policies, and every application databag (leader only)."""
+    """Labels, cluster-internal policies, and every application databag (leader only).
+
+    With ``migrate``, it first takes over the label memory ``coordinated-workers`` left, and
+    deletes that package's policies only once ours are in place (or, off the mesh, once none is
+    kept for enrolled pods): :mod:`coordinated_mesh.k8s.migration`.
+    """
     endpoints = snapshot.endpoints
+    adopted = migrate and calls.run(_adopt_legacy_labels)[0]
     if snapshot.mesh.active:
         in_place = _join_mesh(snapshot, decision, calls)
         app_data = decision.app_data if in_place else decision.held_app_data
@@ -262,6 +279,10 @@ def apply_leader(
         # while pods are still enrolled.
         calls.run(lambda backend: backend.reconcile_labels(decision.labels))
         outcome.draining = _drain_policies(snapshot, decision.cluster_policies, calls)
+        in_place = outcome.draining is None and not outcome.kubernetes
+    if adopted and in_place:
+        # Ours allow what the old ones did: deleting these now opens no deny window.
+        outcome.migrated = calls.run(_delete_legacy_policies, crd_missing_ok=True)[0]
     if mesh.publish_policies():
         logger.info("published the external policies on %s", endpoints.mesh)
     mesh.publish_cmr_data()
