@@ -92,9 +92,9 @@ class Coordinator(Reconciler[KubernetesBackend]):
             named here (``grafana_source_endpoint`` only counts with ``worker_query_api``).
     """
 
+    # Unit-local: whether this unit found nothing of coordinated-workers left to take over. A
+    # cache: losing it (a new pod) costs one more look, three requests.
     _migration = ops.StoredState()
-    """Unit-local: whether this unit found nothing of ``coordinated-workers`` left (a cache:
-    losing it costs one more look, two requests)."""
 
     def __init__(
         self,
