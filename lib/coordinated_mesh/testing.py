@@ -3,7 +3,9 @@
 :class:`FakeKubernetes` stands in for a coordinator's Kubernetes (``kubernetes_backend_factory``),
 :class:`FakeLabels` for a worker's (``labels_backend_factory``); both write only differences, as
 the real backends do, and record every write. :func:`worker_unit_data`, :func:`worker_app_data`
-and :func:`coordinator_app_data` build valid ``cluster`` databags for ``testing.Relation``.
+and :func:`coordinator_app_data` build valid ``cluster`` databags for ``testing.Relation``; the
+errors a fake raises to act like Kubernetes (``ForbiddenError``, ``CRDMissingError``) and the
+pods it lists (``ClusterPod``) are re-exported.
 Example: ``docs/how-to/test-your-charms.md``. Nothing in the library imports this module.
 """
 
@@ -13,7 +15,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from coordinated_mesh.k8s.client import KubernetesError
+from coordinated_mesh.k8s.client import CRDMissingError, ForbiddenError, KubernetesError
 from coordinated_mesh.mesh.drain import ClusterPod
 from coordinated_mesh.mesh.policies import MeshPolicy
 from coordinated_mesh.parse import unit_fqdn
@@ -28,9 +30,11 @@ from coordinated_mesh.relations.cluster import (
 )
 
 __all__ = [
+    "CRDMissingError",
     "ClusterPod",
     "FakeKubernetes",
     "FakeLabels",
+    "ForbiddenError",
     "coordinator_app_data",
     "worker_app_data",
     "worker_unit_data",
