@@ -1,6 +1,7 @@
 """The documentation stays true: the API reference is current, links resolve, the how-to runs.
 
-* ``docs/reference/api.md`` is what ``tools/gen_reference.py`` generates from the docstrings now;
+* ``docs/reference/api.md`` is what ``tools/gen_reference.py`` generates from the docstrings now,
+  and no public name lacks its docs;
 * every relative link in ``README.md``, ``CHANGES.md``, ``CONTRIBUTING.md`` and ``docs/**/*.md``
   points at a file that exists (and, for a link to a heading of a Markdown file, at a heading
   that exists);
@@ -77,6 +78,33 @@ def test_check_mode_fails_on_a_stale_file_and_passes_on_a_fresh_one(tmp_path: Pa
     assert _generate("--output", str(output)).returncode == 0
     assert _generate("--check", "--output", str(output)).returncode == 0
     assert output.read_text() == (ROOT / "docs" / "reference" / "api.md").read_text()
+
+
+def test_an_undocumented_public_name_is_a_warning_that_fails_the_check():
+    import gen_reference  # tools/gen_reference.py, on sys.path through tests/conftest
+
+    def documented() -> None:
+        """Documented."""
+
+    class Public:
+        """Documented, but not its method."""
+
+        def method(self) -> None:
+            pass
+
+    package = types.ModuleType("fake")
+    package.__dict__.update(
+        __all__=["Public", "documented", "undocumented", "__version__"],
+        Public=Public,
+        documented=documented,
+        undocumented=lambda: None,
+    )
+    Public.__module__ = "coordinated_mesh.fake"
+    assert gen_reference.warnings_of(package) == [
+        "Public.method: no docstring",
+        "undocumented: no docstring",
+    ]
+    assert gen_reference.warnings_of(gen_reference.load_package()) == []
 
 
 # --- (b) links ------------------------------------------------------------------------------
