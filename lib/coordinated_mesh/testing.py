@@ -48,12 +48,14 @@ class FakeLabels:
     Like :func:`~coordinated_mesh.k8s.labels.reconcile_charm_labels`: a reconcile writes only when
     the labels differ (``writes`` records each written set); ``error`` is raised by every call
     (for example ``ForbiddenError`` for an untrusted application). ``reads`` counts the calls.
+    ``legacy_labels``: the label memory ``coordinated-workers`` left (``None``: none).
     """
 
     labels: dict[str, str] = dataclasses.field(default_factory=dict[str, str])
     writes: list[dict[str, str]] = dataclasses.field(default_factory=list[dict[str, str]])
     reads: int = 0
     error: Exception | None = None
+    legacy_labels: dict[str, str] | None = None
 
     def reconcile_labels(self, labels: Mapping[str, str]) -> bool:
         """Make ``labels`` the managed labels; True if they changed."""
@@ -72,6 +74,18 @@ class FakeLabels:
         if self.error is not None:
             raise self.error
         return dict(self.labels)
+
+    def adopt_legacy_labels(self) -> bool:
+        """Take over the label memory of ``coordinated-workers``; True if there was one."""
+        self.reads += 1
+        if self.error is not None:
+            raise self.error
+        if self.legacy_labels is None:
+            return False
+        # Its labels are on the objects already: from now on they are ours to reconcile.
+        self.labels = {**self.legacy_labels, **self.labels}
+        self.legacy_labels = None
+        return True
 
 
 @dataclasses.dataclass

@@ -291,3 +291,66 @@ def test_a_failed_policy_apply_keeps_the_old_policies(
     out = ctx.run(ctx.on.update_status(), out)
     assert isinstance(out.unit_status, testing.ActiveStatus), out.unit_status
     assert not set(old) & _names(k8s_client, authorization_policy_crd, namespace)
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_a_refreshed_worker_takes_over_its_labels(
+    k8s_client: Client, namespace: str, juju_app: MakeApp, request_log: RequestLog, tmp_path: Path
+):
+    from tests.support.charm_loader import load_charm_module
+
+    charm = load_charm_module("worker")
+    worker_app = "mesh-worker-k8s"
+    worker = juju_app(worker_app, namespace)
+    # The old worker applied what its coordinator sent, remembered in <app>-pod-labels; the
+    # coordinator (refreshed already) no longer sends the mesh labels.
+    old = {PART_OF_LABEL: APP, **MESH_LABELS}
+    k8s_client.create(
+        ConfigMap(
+            metadata=ObjectMeta(name=legacy_memory_names(worker_app)[0], namespace=namespace),
+            data={"labels": json.dumps(old)},
+        )
+    )
+    k8s_client.patch(
+        StatefulSet,
+        worker_app,
+        {"spec": {"template": {"metadata": {"labels": {**old, **OTHERS}}}}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
+    request_log.clear()
+    cluster = testing.Relation(
+        "cluster",
+        remote_app_name=APP,
+        remote_app_data={
+            "worker_labels": json.dumps({PART_OF_LABEL: APP}),
+            "worker_config": json.dumps("global: {}\n"),
+        },
+    )
+    ctx = testing.Context(charm.MeshWorkerCharm)
+    mount = testing.Mount(location="/etc/prometheus", source=tmp_path)
+    out = ctx.run(
+        ctx.on.upgrade_charm(),
+        testing.State(
+            leader=True,
+            model=testing.Model(name=namespace, uuid="00000000-0000-4000-8000-0000000000ac"),
+            relations=[cluster],
+            containers=[testing.Container("prometheus", can_connect=True, mounts={"etc": mount})],
+        ),
+    )
+    assert worker.template_labels() == {
+        "app.kubernetes.io/name": worker_app,
+        PART_OF_LABEL: APP,
+        **OTHERS,
+    }  # the stale mesh labels are removed, not orphaned; others' stay
+    memory = k8s_client.get(ConfigMap, memory_name(worker_app), namespace=namespace)
+    assert json.loads((memory.data or {})["labels"]) == {PART_OF_LABEL: APP}
+    assert _absent(k8s_client, legacy_memory_names(worker_app)[0], namespace)
+    requests = request_log.requests
+    (created,) = _index(requests, "POST", "configmaps")
+    (deleted,) = _index(requests, "DELETE", "configmaps")
+    assert created < deleted
+    request_log.clear()
+    ctx.run(ctx.on.update_status(), out)
+    assert request_log.writes() == []
+    assert not [r for r in request_log.requests if "pod-labels" in r.path]

@@ -15,7 +15,7 @@ from coordinated_mesh.coordinator.kubernetes import LightkubeBackend
 from coordinated_mesh.k8s.labels import memory_name
 from coordinated_mesh.k8s.migration import legacy_memory_names
 from coordinated_mesh.testing import FakeKubernetes, FakeLabels
-from coordinated_mesh.worker.kubernetes import make_labels_backend
+from coordinated_mesh.worker.kubernetes import LegacyLabels, make_labels_backend
 from lightkube import Client
 from lightkube.generic_resource import GenericNamespacedResource
 from lightkube.models.meta_v1 import ObjectMeta
@@ -120,3 +120,34 @@ def test_fake_kubernetes_deletes_legacy_policies_like_the_real_backend(
     fake = FakeKubernetes(legacy_policies=list(reversed(names)))
     assert fake.delete_legacy_policies() == real.delete_legacy_policies() == names
     assert fake.delete_legacy_policies() == real.delete_legacy_policies() == []
+
+
+def test_fake_labels_takes_over_legacy_labels_like_the_worker_backend(
+    k8s_client: Client, namespace: str, juju_app: MakeApp
+):
+    juju_app("w1", namespace)
+    legacy = {"app.kubernetes.io/part-of": "coord", "istio.io/dataplane-mode": "ambient"}
+    k8s_client.patch(
+        StatefulSet,
+        "w1",
+        {"spec": {"template": {"metadata": {"labels": legacy}}}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )
+    k8s_client.create(
+        ConfigMap(
+            metadata=ObjectMeta(name=legacy_memory_names("w1")[0], namespace=namespace),
+            data={"labels": json.dumps(legacy)},
+        )
+    )
+    real = make_labels_backend(
+        app_name="w1", namespace=namespace, client_factory=_client_factory(k8s_client)
+    )
+    assert isinstance(real, LegacyLabels)
+    fake = FakeLabels(labels=dict(legacy), legacy_labels=dict(legacy))
+    assert fake.adopt_legacy_labels() == real.adopt_legacy_labels() is True
+    assert fake.adopt_legacy_labels() == real.adopt_legacy_labels() is False
+    assert fake.managed_labels() == real.managed_labels() == legacy
+    wanted = {"app.kubernetes.io/part-of": "coord"}
+    assert fake.reconcile_labels(wanted) == real.reconcile_labels(wanted) is True
+    assert fake.managed_labels() == real.managed_labels() == wanted
