@@ -414,13 +414,9 @@ def test_crd_missing_membership_comes_back_after_a_juju_reset(ctx: Ctx, kube: Fa
     kube.calls.clear()
     out = run(ctx, ctx.on.update_status(), out)
     assert kube.labels == {PART_OF_LABEL: APP}
-    # Without policies in place, coordinated-workers' are not deleted: the look is repeated.
-    assert kube.calls == [
-        "adopt_legacy_labels",
-        "reconcile_policies",
-        "managed_labels",
-        "reconcile_labels",
-    ]
+    # The first hook found nothing of coordinated-workers (no CRD: no old policy either), so
+    # this one does not look again.
+    assert kube.calls == ["reconcile_policies", "managed_labels", "reconcile_labels"]
     assert isinstance(out.unit_status, testing.BlockedStatus)
 
 

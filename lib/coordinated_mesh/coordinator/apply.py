@@ -280,7 +280,9 @@ def apply_leader(
         calls.run(lambda backend: backend.reconcile_labels(decision.labels))
         outcome.draining = _drain_policies(snapshot, decision.cluster_policies, calls)
         in_place = outcome.draining is None and not outcome.kubernetes
-    if adopted and in_place:
+    # Without Istio's CRD no policy of the kind exists, so there is none of the old ones to keep.
+    no_crd = any(f.kind is KubernetesFailureKind.crd_missing for f in outcome.kubernetes)
+    if adopted and (in_place or no_crd):
         # Ours allow what the old ones did: deleting these now opens no deny window.
         outcome.migrated = calls.run(_delete_legacy_policies, crd_missing_ok=True)[0]
     if mesh.publish_policies():

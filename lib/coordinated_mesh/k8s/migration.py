@@ -88,14 +88,19 @@ def _parse_labels(raw: object, *, name: str) -> dict[str, str]:
         return {}
 
 
-def adopt_legacy_label_memory(client: Client, *, app_name: str, namespace: str) -> bool:
+def adopt_legacy_label_memory(
+    client: Client, *, app_name: str, namespace: str, worker: bool = False
+) -> bool:
     """Make the labels ``coordinated-workers`` applied ours to manage; True if it wrote.
+
+    ``worker``: only the worker's memory (``<app>-pod-labels``) is looked for; a worker never ran
+    the beacon library's mesh consumer.
 
     When an old ConfigMap exists, its labels are added to our memory (created when missing) and
     then the old ConfigMaps are deleted, in that order: at no point are the labels remembered by
     nobody. The next :func:`~coordinated_mesh.k8s.labels.reconcile_charm_labels` keeps the ones
-    still wanted (no write when the values agree) and removes the others. Two GETs when there is
-    nothing to adopt.
+    still wanted (no write when the values agree) and removes the others. One GET per possible
+    memory when there is nothing to adopt.
 
     Raises:
         KubernetesError: the API failed (``ForbiddenError`` when the app is not trusted).
@@ -112,7 +117,8 @@ def adopt_legacy_label_memory(client: Client, *, app_name: str, namespace: str) 
             raise
 
     with api_errors(app_name=app_name):
-        found = {name: get(name) for name in legacy_memory_names(app_name)}
+        names = legacy_memory_names(app_name)
+        found = {name: get(name) for name in (names[:1] if worker else names)}
         old = {name: obj for name, obj in found.items() if obj is not None}
         if not old:
             return False

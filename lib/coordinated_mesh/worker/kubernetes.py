@@ -48,7 +48,7 @@ class WorkerLabels(AppLabels):
 
         client = self._app_client
         return adopt_legacy_label_memory(
-            client.get(), app_name=client.app_name, namespace=client.namespace
+            client.get(), app_name=client.app_name, namespace=client.namespace, worker=True
         )
 
 

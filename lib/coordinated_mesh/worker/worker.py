@@ -112,7 +112,7 @@ class Worker(Reconciler[LabelsBackend]):
     """
 
     # Unit-local: whether this unit took over (or found none of) coordinated-workers' label
-    # memory. A cache: losing it (a new pod) costs one more look, two GETs.
+    # memory. A cache: losing it (a new pod) costs one more look, one GET.
     _migration = ops.StoredState()
 
     def __init__(
