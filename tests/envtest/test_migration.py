@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from coordinated_mesh.k8s.labels import memory_name
 from coordinated_mesh.k8s.migration import legacy_memory_names, legacy_policy_selector
+from coordinated_mesh.k8s.policy_manager import OWNER_LABEL
 from coordinated_mesh.mesh.cluster_policies import PART_OF_LABEL
 from lightkube import ApiError, Client
 from lightkube.generic_resource import GenericNamespacedResource
@@ -134,6 +135,12 @@ def leave_coordinated_workers_state(
         "kubernetes-resource-handler-scope": "external",
     }
     client.create(resource.from_dict(_legacy_policy("external-policy", namespace, external, APP)))
+    # Carries the old labels but also our ownership label: ours to judge, never the old package's.
+    marked = {
+        **legacy_policy_selector(APP, namespace),
+        OWNER_LABEL: "someone.else.cluster-internal",
+    }
+    client.create(resource.from_dict(_legacy_policy("marked-policy", namespace, marked, APP)))
     return sorted(names)
 
 
@@ -188,7 +195,7 @@ def test_meshed_refresh_creates_the_new_policies_before_deleting_the_old(
     # End state: ours in place, the old package's gone, nobody else's touched.
     after = _names(k8s_client, authorization_policy_crd, namespace)
     assert not set(old) & after
-    assert {"other-policy", "external-policy"} <= after
+    assert {"other-policy", "external-policy", "marked-policy"} <= after
     ours = after - before
     assert len(ours) == 3  # coordinator -> cluster, w1 -> cluster, w1 -> Service
     # Labels taken over: the same values (no duplicate, no removal), others' label kept.
@@ -251,6 +258,7 @@ def test_refresh_off_the_mesh_removes_the_old_mesh_labels_and_keeps_part_of(
     assert _names(k8s_client, authorization_policy_crd, namespace) == {
         "other-policy",
         "external-policy",
+        "marked-policy",
     }
 
 
@@ -354,3 +362,28 @@ def test_a_refreshed_worker_takes_over_its_labels(
     ctx.run(ctx.on.update_status(), out)
     assert request_log.writes() == []
     assert not [r for r in request_log.requests if "pod-labels" in r.path]
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_an_unreadable_old_memory_is_dropped_with_a_warning(
+    ctx: Ctx,
+    k8s_client: Client,
+    namespace: str,
+    juju_app: MakeApp,
+    authorization_policy_crd: type[GenericNamespacedResource],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+):
+    juju_app(APP, namespace)
+    for name, raw in zip(
+        legacy_memory_names(APP), ["[[[not json", '{"bad key!": "x"}'], strict=True
+    ):
+        k8s_client.create(
+            ConfigMap(metadata=ObjectMeta(name=name, namespace=namespace), data={"labels": raw})
+        )
+    out = ctx.run(ctx.on.upgrade_charm(), _state(namespace, tmp_path, worker_relation("w1")))
+    assert isinstance(out.unit_status, testing.ActiveStatus), out.unit_status
+    assert _memory(k8s_client, namespace) == {PART_OF_LABEL: APP}
+    for name in legacy_memory_names(APP):
+        assert _absent(k8s_client, name, namespace)
+    assert "unreadable label memory" in caplog.text

@@ -80,12 +80,15 @@ def legacy_policy_selector(app_name: str, model_name: str) -> dict[str, str]:
 
 
 def _parse_labels(raw: object, *, name: str) -> dict[str, str]:
+    """The labels a memory holds; ``{}``, with a warning, when it is not a valid label set."""
     try:
         parsed: Any = json.loads(raw) if isinstance(raw, str) else None
-        return validate_labels(parsed) if isinstance(parsed, dict) else {}
+        if isinstance(parsed, dict):
+            return validate_labels(parsed)
     except (ValueError, RecursionError, TypeError):
-        logger.warning("ignoring the unreadable label memory %s", name)
-        return {}
+        pass
+    logger.warning("ignoring the unreadable label memory %s", name)
+    return {}
 
 
 def adopt_legacy_label_memory(
