@@ -88,3 +88,38 @@ def test_importing_the_public_face_does_not_load_lightkube():
         env={"PYTHONPATH": ":".join(sys.path)},
     )
     assert out.stdout.strip() == "False"
+
+
+def test_testing_module_is_opt_in_and_light():
+    """``import coordinated_mesh`` does not load the test helpers; they load no lightkube model."""
+    code = (
+        "import sys; import coordinated_mesh; "
+        "before = 'coordinated_mesh.testing' in sys.modules; "
+        "import coordinated_mesh.testing; "
+        "print(before, any(m == 'lightkube' or m.startswith('lightkube.') for m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": ":".join(sys.path)},
+    )
+    assert out.stdout.strip() == "False False"
+
+
+def test_testing_module_names_resolve():
+    import coordinated_mesh.testing as helpers
+
+    assert sorted(helpers.__all__) == [
+        "CRDMissingError",
+        "ClusterPod",
+        "FakeKubernetes",
+        "FakeLabels",
+        "ForbiddenError",
+        "coordinator_app_data",
+        "worker_app_data",
+        "worker_unit_data",
+    ]
+    for name in helpers.__all__:
+        assert getattr(helpers, name).__module__.startswith("coordinated_mesh.")
