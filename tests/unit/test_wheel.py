@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import zipfile
 from pathlib import Path
@@ -140,6 +141,12 @@ def test_wheel_and_sdist_carry_the_version_of_dunder_version(dist: Path):
     assert not [n for n in names if n.endswith(".pyc")]
     requires = sorted(metadata.get_all("Requires-Dist") or [])
     assert any(r.startswith("ops") for r in requires) and any("lightkube" in r for r in requires)
+    with tarfile.open(dist / f"coordinated_mesh-{version}.tar.gz") as sdist:
+        members = {name.partition("/")[2] for name in sdist.getnames()}
+    # uv build makes the wheel from the sdist, so the sdist holds what that needs, and the docs.
+    assert {"pyproject.toml", "LICENSE", "CHANGES.md", "README.md"} <= members
+    assert {"lib/coordinated_mesh/py.typed", "docs/how-to/test-your-charms.md"} <= members
+    assert not [name for name in members if "__pycache__" in name or name.endswith(".pyc")]
 
 
 def test_installed_wheel_imports_and_runs_a_charm_hook(dist: Path, tmp_path: Path):
