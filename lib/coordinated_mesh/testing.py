@@ -195,6 +195,11 @@ class FakeKubernetes:
         self.writes.append("adopt-legacy-labels")
         return True
 
+    def legacy_policy_names(self) -> list[str]:
+        """The names of the policies of ``coordinated-workers``, sorted."""
+        self._call("legacy_policy_names", policies=True)
+        return sorted(self.legacy_policies)
+
     def delete_legacy_policies(self) -> list[str]:
         """Delete the policies of ``coordinated-workers``; their names."""
         self._call("delete_legacy_policies", policies=True)

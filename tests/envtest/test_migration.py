@@ -387,3 +387,42 @@ def test_an_unreadable_old_memory_is_dropped_with_a_warning(
     for name in legacy_memory_names(APP):
         assert _absent(k8s_client, name, namespace)
     assert "unreadable label memory" in caplog.text
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_refresh_off_the_mesh_keeps_the_old_policies_while_a_pod_is_enrolled(
+    ctx: Ctx,
+    k8s_client: Client,
+    namespace: str,
+    juju_app: MakeApp,
+    authorization_policy_crd: type[GenericNamespacedResource],
+    tmp_path: Path,
+):
+    from lightkube.models.core_v1 import Container, PodSpec
+    from lightkube.resources.core_v1 import Pod
+
+    coordinator = juju_app(APP, namespace)
+    old = leave_coordinated_workers_state(
+        k8s_client, authorization_policy_crd, coordinator, meshed=True
+    )
+    # A worker pod that has not rolled out of the mesh yet (envtest runs no kubelet: it stays).
+    k8s_client.create(
+        Pod(
+            metadata=ObjectMeta(
+                name="w1-0", namespace=namespace, labels={PART_OF_LABEL: APP, **MESH_LABELS}
+            ),
+            spec=PodSpec(containers=[Container(name="charm", image="ubuntu:22.04")]),
+        )
+    )
+    out = ctx.run(ctx.on.upgrade_charm(), _state(namespace, tmp_path, worker_relation("w1")))
+    assert set(old) <= _names(k8s_client, authorization_policy_crd, namespace)  # no deny window
+    assert not set(MESH_LABELS) & set(coordinator.template_labels())  # pods leave the mesh
+    k8s_client.patch(
+        Pod,
+        "w1-0",
+        {"metadata": {"labels": dict.fromkeys(MESH_LABELS)}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )  # it rolled: no mesh label any more
+    ctx.run(ctx.on.update_status(), out)
+    assert not set(old) & _names(k8s_client, authorization_policy_crd, namespace)

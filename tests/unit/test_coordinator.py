@@ -671,7 +671,7 @@ def test_off_the_mesh_without_owned_policies_only_lists_them(ctx: Ctx, kube: Fak
         "adopt_legacy_labels",
         "reconcile_labels",
         "local_policies",
-        "delete_legacy_policies",
+        "legacy_policy_names",
     ]
     kube.calls.clear()
     out = run(ctx, ctx.on.update_status(), out)

@@ -153,6 +153,21 @@ def test_refresh_off_the_mesh_keeps_the_old_policies_while_pods_are_enrolled(
     assert kube.legacy_policies == []
 
 
+def test_refresh_off_the_mesh_with_only_old_policies_keeps_them_while_pods_are_enrolled(
+    ctx: Ctx, kube: FakeKubernetes
+):
+    # The mesh relation went away around the refresh: we own no policy, the old package's remain,
+    # and a worker pod has not rolled out of the mesh yet.
+    _legacy_kube(kube)
+    kube.pods = [ClusterPod("w1-0", {PART_OF_LABEL: APP, **MESH_LABELS}, "Running")]
+    out = ctx.run(ctx.on.upgrade_charm(), state(worker_relation("w1")))
+    assert kube.legacy_policies == ["coord-old-a", "coord-old-b"]  # no deny window for w1-0
+    assert kube.labels == {PART_OF_LABEL: APP}  # the stale mesh labels go at once
+    kube.pods = [ClusterPod("w1-0", {PART_OF_LABEL: APP}, "Running")]  # rolled
+    ctx.run(ctx.on.update_status(), out)
+    assert kube.legacy_policies == []
+
+
 def test_a_non_leader_takes_nothing_over(ctx: Ctx, kube: FakeKubernetes):
     _legacy_kube(kube)
     ctx.run(ctx.on.upgrade_charm(), state(worker_relation("w1"), mesh_relation(), leader=False))

@@ -28,7 +28,7 @@ from coordinated_mesh.coordinator.status import (
 from coordinated_mesh.k8s.client import CRDMissingError, ForbiddenError, KubernetesError
 from coordinated_mesh.mesh.cluster_policies import cluster_member_labels, held_labels
 from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
-from coordinated_mesh.mesh.drain import ClusterPod, mesh_drain, namespace_decides
+from coordinated_mesh.mesh.drain import ClusterPod, MeshDrain, mesh_drain, namespace_decides
 from coordinated_mesh.mesh.policies import MeshPolicy
 from coordinated_mesh.parse import shorten, unit_fqdn
 from coordinated_mesh.proxy.pebble import NGINX_CONFIG_PATH, exporter_layer, nginx_layer
@@ -201,6 +201,22 @@ def _join_mesh(snapshot: Snapshot, decision: Decision, calls: KubernetesCalls) -
     return False
 
 
+def _read_drain(snapshot: Snapshot, calls: KubernetesCalls) -> MeshDrain | None:
+    """Which pods of the cluster are still enrolled in the mesh; ``None`` if a read failed."""
+    selector = cluster_member_labels(snapshot.identity.app_name)
+    read, found_pods = calls.run(lambda backend: backend.cluster_pods(selector))
+    if not read:
+        return None
+    pods: list[ClusterPod] = found_pods or []
+    namespace: Mapping[str, str] = {}
+    if namespace_decides(pods):
+        read, found_labels = calls.run(lambda backend: backend.namespace_labels())
+        if not read:
+            return None
+        namespace = found_labels or {}
+    return mesh_drain(pods, namespace)
+
+
 def _drain_policies(
     snapshot: Snapshot, policies: Sequence[MeshPolicy], calls: KubernetesCalls
 ) -> DrainStatus | None:
@@ -213,18 +229,9 @@ def _drain_policies(
     listed: list[dict[str, Any]] = found or []
     if not read or not listed:
         return None  # the steady state off the mesh: nothing owned, nothing else to read
-    selector = cluster_member_labels(snapshot.identity.app_name)
-    read, found_pods = calls.run(lambda backend: backend.cluster_pods(selector))
-    if not read:
+    drain = _read_drain(snapshot, calls)
+    if drain is None:
         return None
-    pods: list[ClusterPod] = found_pods or []
-    namespace: Mapping[str, str] = {}
-    if namespace_decides(pods):
-        read, found_labels = calls.run(lambda backend: backend.namespace_labels())
-        if not read:
-            return None
-        namespace = found_labels or {}
-    drain = mesh_drain(pods, namespace)
     if drain.done:
         logger.info("no pod of the cluster is on the mesh: deleting the internal policies")
         calls.run(
@@ -248,8 +255,38 @@ def _adopt_legacy_labels(backend: KubernetesBackend) -> bool:
     return isinstance(backend, LegacyMigration) and backend.adopt_legacy_labels()
 
 
+def _legacy_policy_names(backend: KubernetesBackend) -> list[str]:
+    return backend.legacy_policy_names() if isinstance(backend, LegacyMigration) else []
+
+
 def _delete_legacy_policies(backend: KubernetesBackend) -> list[str]:
     return backend.delete_legacy_policies() if isinstance(backend, LegacyMigration) else []
+
+
+def _finish_migration(
+    snapshot: Snapshot, calls: KubernetesCalls, outcome: Outcome, *, in_place: bool
+) -> bool:
+    """Delete coordinated-workers' policies when that opens no deny window; True when done.
+
+    On the mesh: once ours are in place. Off it: once no pod of the cluster is enrolled (the
+    drain rule, checked only when there are old policies). Without Istio's CRD there are none.
+    """
+    if any(f.kind is KubernetesFailureKind.crd_missing for f in outcome.kubernetes):
+        return True  # nothing of the kind is served, so no old policy exists
+    if not in_place:
+        return False
+    if not snapshot.mesh.active:
+        read, names = calls.run(_legacy_policy_names, crd_missing_ok=True)
+        if not read:
+            return False
+        if not names:
+            return True
+        drain = _read_drain(snapshot, calls)
+        if drain is None or not drain.done:
+            logger.info("keeping coordinated-workers' policies while cluster pods are enrolled")
+            return False
+    # Ours allow what the old ones did (or nothing is enrolled): no deny window.
+    return calls.run(_delete_legacy_policies, crd_missing_ok=True)[0]
 
 
 def apply_leader(
@@ -280,11 +317,8 @@ def apply_leader(
         calls.run(lambda backend: backend.reconcile_labels(decision.labels))
         outcome.draining = _drain_policies(snapshot, decision.cluster_policies, calls)
         in_place = outcome.draining is None and not outcome.kubernetes
-    # Without Istio's CRD no policy of the kind exists, so there is none of the old ones to keep.
-    no_crd = any(f.kind is KubernetesFailureKind.crd_missing for f in outcome.kubernetes)
-    if adopted and (in_place or no_crd):
-        # Ours allow what the old ones did: deleting these now opens no deny window.
-        outcome.migrated = calls.run(_delete_legacy_policies, crd_missing_ok=True)[0]
+    if adopted:
+        outcome.migrated = _finish_migration(snapshot, calls, outcome, in_place=in_place)
     if mesh.publish_policies():
         logger.info("published the external policies on %s", endpoints.mesh)
     mesh.publish_cmr_data()

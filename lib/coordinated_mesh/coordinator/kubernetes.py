@@ -84,6 +84,10 @@ class LegacyMigration(Protocol):
         """Make the labels the old package applied ours to manage; True if it wrote."""
         ...
 
+    def legacy_policy_names(self) -> list[str]:
+        """The names of the old package's cluster-internal policies (never ours), sorted."""
+        ...
+
     def delete_legacy_policies(self) -> list[str]:
         """Delete the old package's cluster-internal policies (never ours); their names."""
         ...
@@ -171,6 +175,13 @@ class LightkubeBackend:
         return adopt_legacy_label_memory(
             client.get(), app_name=client.app_name, namespace=client.namespace
         )
+
+    def legacy_policy_names(self) -> list[str]:  # noqa: D102
+        from coordinated_mesh.k8s.migration import legacy_policies
+
+        client = self._client
+        found = legacy_policies(client.get(), app_name=client.app_name, namespace=client.namespace)
+        return [str(obj["metadata"]["name"]) for obj in found]
 
     def delete_legacy_policies(self) -> list[str]:  # noqa: D102
         from coordinated_mesh.k8s.migration import delete_legacy_policies
