@@ -118,7 +118,9 @@ def test_fake_kubernetes_deletes_legacy_policies_like_the_real_backend(
         app_name="coord", namespace=namespace, client_factory=_client_factory(k8s_client)
     )
     fake = FakeKubernetes(legacy_policies=list(reversed(names)))
+    assert fake.legacy_policy_names() == real.legacy_policy_names() == names
     assert fake.delete_legacy_policies() == real.delete_legacy_policies() == names
+    assert fake.legacy_policy_names() == real.legacy_policy_names() == []
     assert fake.delete_legacy_policies() == real.delete_legacy_policies() == []
 
 
