@@ -284,8 +284,11 @@ def test_no_coordinator_is_blocked_with_the_command(
         f"relate to a coordinator: juju integrate {APP}:cluster <coordinator>:cluster",
     )
     assert out.app_status == out.unit_status
-    # Nothing was ever applied: one read, no write.
-    assert kube.writes == [] and kube.reads == 1
+    # Nothing was ever applied: no write; one read, after the unit's one look for the label
+    # memory coordinated-workers may have left.
+    assert kube.writes == [] and kube.reads == 2
+    run(ctx, out)
+    assert kube.writes == [] and kube.reads == 3  # later hooks: the one read only
 
 
 def test_waiting_for_the_coordinators_data(
@@ -333,6 +336,33 @@ def test_kubernetes_api_error_is_waiting(
         "waiting",
         "Kubernetes API error, retrying on the next hook: Kubernetes API error 500: etcd is sad",
     )
+
+
+def test_a_refreshed_worker_takes_over_the_labels_coordinated_workers_applied(
+    ctx: testing.Context[Any], kube: FakeLabels, state: StateFactory
+):
+    kube.labels = {}
+    kube.legacy_labels = dict(MESH)  # applied by the old worker, remembered in <app>-pod-labels
+    part_of = {"app.kubernetes.io/part-of": "coord"}
+    out = run(ctx, state(cluster(coordinator_data(labels=part_of))))
+    assert kube.legacy_labels is None
+    assert kube.labels == part_of  # the mesh labels it no longer gets are removed, not orphaned
+    reads = kube.reads
+    run(ctx, out)
+    assert kube.reads == reads + 1  # later hooks do not look again
+
+
+def test_a_refused_take_over_blocks_and_is_retried(
+    ctx: testing.Context[Any], kube: FakeLabels, state: StateFactory
+):
+    kube.legacy_labels = dict(MESH)
+    kube.error = ForbiddenError("403", status=403)
+    out = run(ctx, state(cluster(coordinator_data(labels=MESH))))
+    assert status(out)[0] == "blocked"
+    assert kube.reads == 1  # one 403 is enough
+    kube.error = None
+    run(ctx, out)
+    assert kube.legacy_labels is None and kube.labels == MESH
 
 
 def test_untrusted_non_leader_does_not_notice(

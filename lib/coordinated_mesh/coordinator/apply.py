@@ -18,7 +18,7 @@ import ops
 
 from coordinated_mesh.charm.pebble import ensure_layer, is_running, push_and_reload
 from coordinated_mesh.coordinator.decide import CoordinatorSpec, Decision
-from coordinated_mesh.coordinator.kubernetes import KubernetesBackend
+from coordinated_mesh.coordinator.kubernetes import KubernetesBackend, LegacyMigration
 from coordinated_mesh.coordinator.snapshot import Snapshot
 from coordinated_mesh.coordinator.status import (
     DrainStatus,
@@ -28,7 +28,7 @@ from coordinated_mesh.coordinator.status import (
 from coordinated_mesh.k8s.client import CRDMissingError, ForbiddenError, KubernetesError
 from coordinated_mesh.mesh.cluster_policies import cluster_member_labels, held_labels
 from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
-from coordinated_mesh.mesh.drain import ClusterPod, mesh_drain, namespace_decides
+from coordinated_mesh.mesh.drain import ClusterPod, MeshDrain, mesh_drain, namespace_decides
 from coordinated_mesh.mesh.policies import MeshPolicy
 from coordinated_mesh.parse import shorten, unit_fqdn
 from coordinated_mesh.proxy.pebble import NGINX_CONFIG_PATH, exporter_layer, nginx_layer
@@ -55,6 +55,8 @@ class Outcome:
     """Problems of the proxy's own workload (a failed reload, a Pebble error)."""
     draining: DrainStatus | None = None
     """Off the mesh, the policies kept for pods still enrolled (``None``: none)."""
+    migrated: bool = False
+    """Nothing of ``coordinated-workers`` is left to take over (set when asked to migrate)."""
 
 
 class KubernetesCalls:
@@ -199,6 +201,22 @@ def _join_mesh(snapshot: Snapshot, decision: Decision, calls: KubernetesCalls) -
     return False
 
 
+def _read_drain(snapshot: Snapshot, calls: KubernetesCalls) -> MeshDrain | None:
+    """Which pods of the cluster are still enrolled in the mesh; ``None`` if a read failed."""
+    selector = cluster_member_labels(snapshot.identity.app_name)
+    read, found_pods = calls.run(lambda backend: backend.cluster_pods(selector))
+    if not read:
+        return None
+    pods: list[ClusterPod] = found_pods or []
+    namespace: Mapping[str, str] = {}
+    if namespace_decides(pods):
+        read, found_labels = calls.run(lambda backend: backend.namespace_labels())
+        if not read:
+            return None
+        namespace = found_labels or {}
+    return mesh_drain(pods, namespace)
+
+
 def _drain_policies(
     snapshot: Snapshot, policies: Sequence[MeshPolicy], calls: KubernetesCalls
 ) -> DrainStatus | None:
@@ -211,18 +229,9 @@ def _drain_policies(
     listed: list[dict[str, Any]] = found or []
     if not read or not listed:
         return None  # the steady state off the mesh: nothing owned, nothing else to read
-    selector = cluster_member_labels(snapshot.identity.app_name)
-    read, found_pods = calls.run(lambda backend: backend.cluster_pods(selector))
-    if not read:
+    drain = _read_drain(snapshot, calls)
+    if drain is None:
         return None
-    pods: list[ClusterPod] = found_pods or []
-    namespace: Mapping[str, str] = {}
-    if namespace_decides(pods):
-        read, found_labels = calls.run(lambda backend: backend.namespace_labels())
-        if not read:
-            return None
-        namespace = found_labels or {}
-    drain = mesh_drain(pods, namespace)
     if drain.done:
         logger.info("no pod of the cluster is on the mesh: deleting the internal policies")
         calls.run(
@@ -242,6 +251,44 @@ def _drain_policies(
     )
 
 
+def _adopt_legacy_labels(backend: KubernetesBackend) -> bool:
+    return isinstance(backend, LegacyMigration) and backend.adopt_legacy_labels()
+
+
+def _legacy_policy_names(backend: KubernetesBackend) -> list[str]:
+    return backend.legacy_policy_names() if isinstance(backend, LegacyMigration) else []
+
+
+def _delete_legacy_policies(backend: KubernetesBackend) -> list[str]:
+    return backend.delete_legacy_policies() if isinstance(backend, LegacyMigration) else []
+
+
+def _finish_migration(
+    snapshot: Snapshot, calls: KubernetesCalls, outcome: Outcome, *, in_place: bool
+) -> bool:
+    """Delete coordinated-workers' policies when that opens no deny window; True when done.
+
+    On the mesh: once ours are in place. Off it: once no pod of the cluster is enrolled (the
+    drain rule, checked only when there are old policies). Without Istio's CRD there are none.
+    """
+    if any(f.kind is KubernetesFailureKind.crd_missing for f in outcome.kubernetes):
+        return True  # nothing of the kind is served, so no old policy exists
+    if not in_place:
+        return False
+    if not snapshot.mesh.active:
+        read, names = calls.run(_legacy_policy_names, crd_missing_ok=True)
+        if not read:
+            return False
+        if not names:
+            return True
+        drain = _read_drain(snapshot, calls)
+        if drain is None or not drain.done:
+            logger.info("keeping coordinated-workers' policies while cluster pods are enrolled")
+            return False
+    # Ours allow what the old ones did (or nothing is enrolled): no deny window.
+    return calls.run(_delete_legacy_policies, crd_missing_ok=True)[0]
+
+
 def apply_leader(
     charm: ops.CharmBase,
     mesh: ServiceMeshConsumer,
@@ -250,9 +297,16 @@ def apply_leader(
     *,
     calls: KubernetesCalls,
     outcome: Outcome,
+    migrate: bool = False,
 ) -> None:
-    """Labels, cluster-internal policies, and every application databag (leader only)."""
+    """Labels, cluster-internal policies, and every application databag (leader only).
+
+    With ``migrate``, it first takes over the label memory ``coordinated-workers`` left, and
+    deletes that package's policies only once ours are in place (or, off the mesh, once none is
+    kept for enrolled pods): :mod:`coordinated_mesh.k8s.migration`.
+    """
     endpoints = snapshot.endpoints
+    adopted = migrate and calls.run(_adopt_legacy_labels)[0]
     if snapshot.mesh.active:
         in_place = _join_mesh(snapshot, decision, calls)
         app_data = decision.app_data if in_place else decision.held_app_data
@@ -262,6 +316,9 @@ def apply_leader(
         # while pods are still enrolled.
         calls.run(lambda backend: backend.reconcile_labels(decision.labels))
         outcome.draining = _drain_policies(snapshot, decision.cluster_policies, calls)
+        in_place = outcome.draining is None and not outcome.kubernetes
+    if adopted:
+        outcome.migrated = _finish_migration(snapshot, calls, outcome, in_place=in_place)
     if mesh.publish_policies():
         logger.info("published the external policies on %s", endpoints.mesh)
     mesh.publish_cmr_data()

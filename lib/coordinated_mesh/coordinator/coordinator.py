@@ -93,6 +93,10 @@ class Coordinator(Reconciler[KubernetesBackend]):
             named here (``grafana_source_endpoint`` only counts with ``worker_query_api``).
     """
 
+    # Unit-local: whether this unit found nothing of coordinated-workers left to take over. A
+    # cache: losing it (a new pod) costs one more look, three requests.
+    _migration = ops.StoredState()
+
     def __init__(
         self,
         charm: ops.CharmBase,
@@ -168,6 +172,7 @@ class Coordinator(Reconciler[KubernetesBackend]):
         self._resolv_conf = resolv_conf
         self._cluster_domain = parse_cluster_domain(cluster_domain)
         self._observations: Observations | None = None
+        self._migration.set_default(checked=False)
 
         self.external_policies: list[AppPolicy | UnitPolicy] = [
             *default_mesh_policies(
@@ -218,7 +223,17 @@ class Coordinator(Reconciler[KubernetesBackend]):
         )
         if snapshot.is_leader:
             calls = KubernetesCalls(lambda: self.backend, outcome.kubernetes)
-            apply_leader(self._charm, self.mesh, snapshot, decision, calls=calls, outcome=outcome)
+            apply_leader(
+                self._charm,
+                self.mesh,
+                snapshot,
+                decision,
+                calls=calls,
+                outcome=outcome,
+                migrate=not self._migration.checked,
+            )
+            if outcome.migrated:
+                self._migration.checked = True  # this unit need not look again
         self._observations = _observations(snapshot, decision, outcome)
 
     def statuses(self) -> Sequence[ops.StatusBase]:

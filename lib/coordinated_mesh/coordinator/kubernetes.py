@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from coordinated_mesh.k8s.client import AppClient, ClientFactory, CRDMissingError, api_errors
 from coordinated_mesh.k8s.labels import AppLabels
 from coordinated_mesh.mesh.drain import ClusterPod
 from coordinated_mesh.mesh.policies import MeshPolicy
 
-__all__ = ["KubernetesBackend", "LightkubeBackend", "make_kubernetes_backend"]
+__all__ = ["KubernetesBackend", "LegacyMigration", "LightkubeBackend", "make_kubernetes_backend"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,27 @@ class KubernetesBackend(Protocol):
 
     def owned_policies(self) -> list[dict[str, Any]]:
         """The owned policy objects as they are in Kubernetes."""
+        ...
+
+
+@runtime_checkable
+class LegacyMigration(Protocol):
+    """What a backend does to take over from ``coordinated-workers`` (optional; leader only).
+
+    A backend without these methods (an older test fake) skips the migration. Both raise only
+    :class:`~coordinated_mesh.k8s.client.KubernetesError`; see :mod:`coordinated_mesh.k8s.migration`.
+    """
+
+    def adopt_legacy_labels(self) -> bool:
+        """Make the labels the old package applied ours to manage; True if it wrote."""
+        ...
+
+    def legacy_policy_names(self) -> list[str]:
+        """The names of the old package's cluster-internal policies (never ours), sorted."""
+        ...
+
+    def delete_legacy_policies(self) -> list[str]:
+        """Delete the old package's cluster-internal policies (never ours); their names."""
         ...
 
 
@@ -146,6 +167,29 @@ class LightkubeBackend:
 
     def owned_policies(self) -> list[dict[str, Any]]:  # noqa: D102
         return self._manager().list_owned()
+
+    def adopt_legacy_labels(self) -> bool:  # noqa: D102
+        from coordinated_mesh.k8s.migration import adopt_legacy_label_memory
+
+        client = self._client
+        return adopt_legacy_label_memory(
+            client.get(), app_name=client.app_name, namespace=client.namespace
+        )
+
+    def legacy_policy_names(self) -> list[str]:  # noqa: D102
+        from coordinated_mesh.k8s.migration import legacy_policies
+
+        client = self._client
+        found = legacy_policies(client.get(), app_name=client.app_name, namespace=client.namespace)
+        return [str(obj["metadata"]["name"]) for obj in found]
+
+    def delete_legacy_policies(self) -> list[str]:  # noqa: D102
+        from coordinated_mesh.k8s.migration import delete_legacy_policies
+
+        client = self._client
+        return delete_legacy_policies(
+            client.get(), app_name=client.app_name, namespace=client.namespace
+        )
 
 
 def make_kubernetes_backend(

@@ -32,7 +32,7 @@ from coordinated_mesh.relations.cluster import (
     parse_proxied_telemetry,
 )
 from coordinated_mesh.relations.databag import DatabagError
-from coordinated_mesh.worker.kubernetes import LabelsBackend, make_labels_backend
+from coordinated_mesh.worker.kubernetes import LabelsBackend, LegacyLabels, make_labels_backend
 from coordinated_mesh.worker.log_forwarding import (
     LAYER_LABEL,
     log_forwarding_layer,
@@ -118,6 +118,10 @@ class Worker(Reconciler[LabelsBackend]):
             charm does not declare ``cluster_endpoint`` or ``container_name``.
     """
 
+    # Unit-local: whether this unit took over (or found none of) coordinated-workers' label
+    # memory. A cache: losing it (a new pod) costs one more look, one GET.
+    _migration = ops.StoredState()
+
     def __init__(
         self,
         charm: ops.CharmBase,
@@ -154,6 +158,7 @@ class Worker(Reconciler[LabelsBackend]):
         self._configure = configure_workload
         self._cluster_domain = parse_cluster_domain(cluster_domain)
         self._observations: WorkerObservations | None = None
+        self._migration.set_default(checked=False)
 
     # --- Identity ---------------------------------------------------------------------------------
 
@@ -205,7 +210,7 @@ class Worker(Reconciler[LabelsBackend]):
         received = self._read(relation, obs)
         if received is not None:  # unusable data: keep sending where we did
             send_charm_traces_to(charm_traces_url(received.telemetry.charm_tracing_receivers))
-        if self._charm.unit.is_leader():
+        if self._charm.unit.is_leader() and self._adopt_legacy_labels(obs):
             self._reconcile_labels(received, obs)
         self._reconcile_workload(received, role, obs)
 
@@ -279,6 +284,25 @@ class Worker(Reconciler[LabelsBackend]):
         )
 
     # --- Labels (leader) --------------------------------------------------------------------------
+
+    def _adopt_legacy_labels(self, obs: WorkerObservations) -> bool:
+        """Once per unit, take over coordinated-workers' label memory; False if that failed."""
+        if self._migration.checked:
+            return True
+        try:
+            backend = self.backend
+            if isinstance(backend, LegacyLabels):
+                backend.adopt_legacy_labels()
+        except ForbiddenError as e:
+            logger.error("Kubernetes: %s", e)
+            obs.forbidden = True
+            return False
+        except KubernetesError as e:
+            logger.error("Kubernetes: %s", e)
+            obs.kubernetes_error = str(e)
+            return False
+        self._migration.checked = True
+        return True
 
     def _reconcile_labels(self, received: _Received | None, obs: WorkerObservations) -> None:
         wanted = received.labels if received is not None else None
