@@ -229,7 +229,7 @@ def test_reload_with_new_routes_and_unresolvable_names(
     # the first one running the new configuration does. Wait until three requests in a row are
     # served by the new configuration (the old route gone, the new one answering).
     deadline = time.monotonic() + 15
-    in_a_row = 0
+    in_a_row, reply = 0, b""
     while in_a_row < 3:
         assert time.monotonic() < deadline, nginx.log()
         old_route = request(port, "GET", "/proxy/worker/worker-0/metrics")[0]
