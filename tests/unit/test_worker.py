@@ -224,7 +224,11 @@ def test_leader_publishes_the_role_from_config(
 ):
     relation = cluster(coordinator_data())
     out = run(ctx, state(relation, role="querier"))
-    assert out.get_relation(relation.id).local_app_data == {"role": '"querier"'}
+    assert out.get_relation(relation.id).local_app_data == {
+        "role": '"querier"',
+        "charm_name": '"mesh-worker-k8s"',
+        "metrics_endpoint": '{"path": "/metrics", "port": 9090}',
+    }
     assert status(out) == ("active", "coordinator: coord, role: querier")
 
 
@@ -233,7 +237,9 @@ def test_invalid_role_is_blocked_and_not_published(
 ):
     relation = cluster(coordinator_data())
     out = run(ctx, state(relation, role="Not A Role"))
-    assert "role" not in out.get_relation(relation.id).local_app_data
+    app_data = out.get_relation(relation.id).local_app_data
+    assert "role" not in app_data
+    assert json.loads(app_data["charm_name"]) == "mesh-worker-k8s"  # the rest is still published
     assert out.unit_status.name == "blocked"
     assert "invalid role config: 'Not A Role'" in out.unit_status.message
 
@@ -663,7 +669,11 @@ def test_library_without_a_workload_callback():
     )
     assert json.loads(unit_data["metrics_endpoint"]) == {"port": 8080, "path": "/custom/metrics"}
     assert out.unit_status == ops.ActiveStatus("coordinator: coord, role: all")
-    assert out.get_relation(relation.id).local_app_data == {"role": '"all"'}
+    assert out.get_relation(relation.id).local_app_data == {
+        "role": '"all"',
+        "charm_name": '"minimal-worker"',
+        "metrics_endpoint": '{"path": "/custom/metrics", "port": 8080}',
+    }
 
 
 @pytest.mark.parametrize(

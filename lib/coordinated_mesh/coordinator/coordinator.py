@@ -293,6 +293,7 @@ def _observations(snapshot: Snapshot, decision: Decision, outcome: Outcome) -> O
         endpoints=snapshot.endpoints,
         worker_apps=len(snapshot.worker_apps),
         worker_units=len(snapshot.workers),
+        outdated_worker_apps=snapshot.outdated_worker_apps,
         mesh_related=mesh.related,
         mesh_ready=mesh.ready,
         mesh_type=mesh.type,

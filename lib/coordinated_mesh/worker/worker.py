@@ -220,15 +220,26 @@ class Worker(Reconciler[LabelsBackend]):
         unit_data = WorkerUnitData(
             juju_topology=self.topology, address=self.address, metrics_endpoint=self._metrics
         )
+        # The unit databag is for older coordinators only: this version derives the address
+        # from the unit's name and reads the rest from the application databag.
         if unit_data.write(relation.data[self._charm.unit]):
             logger.info("published this unit's address and metrics endpoint")
-        is_leader = self._charm.unit.is_leader()
-        if (
-            role is not None
-            and is_leader
-            and WorkerAppData(role=role).write(relation.data[self._charm.app])
-        ):
-            logger.info("published role %s", role)
+        if not self._charm.unit.is_leader():
+            return
+        databag = relation.data[self._charm.app]
+        app_data = WorkerAppData(
+            role=role or DEFAULT_ROLE,
+            charm_name=self._charm.meta.name,
+            metrics_endpoint=self._metrics,
+        )
+        wanted = app_data.dump()
+        if role is None:
+            del wanted["role"]  # invalid now: publish no role (the status says why), keep the rest
+        changed = [key for key, value in wanted.items() if databag.get(key) != value]
+        for key in changed:
+            databag[key] = wanted[key]
+        if changed:
+            logger.info("published %s", ", ".join(changed))
 
     def _read(self, relation: ops.Relation | None, obs: WorkerObservations) -> _Received | None:
         """The coordinator's usable data; ``None`` when it is missing or invalid (keep)."""
