@@ -39,6 +39,7 @@ from coordinated_mesh.relations.tracing import GRPC_TRACING_PROTOCOLS, HTTP_TRAC
 
 __all__ = [
     "MAX_ITEMS",
+    "MAX_WORKER_UNITS",
     "NGINX_EXPORTER_JOB_NAME",
     "NGINX_EXPORTER_PORT",
     "CoordinatorIdentity",
@@ -58,7 +59,11 @@ NGINX_EXPORTER_JOB_NAME = "nginx-exporter"
 DEFAULT_STATUS_PORT = 8081
 """The loopback port of nginx's ``stub_status`` page, read by the exporter."""
 MAX_ITEMS = 1024
-"""The most items of one kind (workers, Loki units, ...) taken from one source; more are dropped."""
+"""The most backend items of one kind (Loki units, remote-write units, tracing receivers) taken
+from one relation; more are dropped, with a problem."""
+MAX_WORKER_UNITS = 10_000
+"""The most worker units one coordinator serves (nginx ``split_clients`` shares cannot go below
+0.01%); more are dropped, with a problem. Tested at 5,000."""
 
 # --- Inputs --------------------------------------------------------------------------------
 
@@ -239,12 +244,17 @@ class _Collector:
     def add(self, endpoint: str, item: object, reason: str) -> None:
         self.problems.append(Problem.of(endpoint, item, reason))
 
-    def capped(self, endpoint: str, items: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-        """Items sorted by key (as text), at most :data:`MAX_ITEMS`; the rest reported."""
-        ordered = sorted(items, key=lambda kv: (str(kv[0]), str(kv[1])))
-        if len(ordered) > MAX_ITEMS:
-            self.add(endpoint, f"{len(ordered)} items", f"only the first {MAX_ITEMS} are used")
-        return ordered[:MAX_ITEMS]
+    def capped(
+        self, endpoint: str, items: Iterable[tuple[Any, Any]], limit: int = MAX_ITEMS
+    ) -> list[tuple[Any, Any]]:
+        """Items of a mapping sorted by key (as text), at most ``limit``; the rest reported.
+
+        Keys of a mapping are distinct, so the key alone orders them.
+        """
+        ordered = sorted(items, key=lambda kv: str(kv[0]))
+        if len(ordered) > limit:
+            self.add(endpoint, f"{len(ordered)} items", f"only the first {limit} are used")
+        return ordered[:limit]
 
 
 def _proxy_base_url(inputs: TelemetryProxyInputs) -> str:
@@ -331,7 +341,8 @@ def _worker_routes(
     routes: list[HttpRoute] = []
     jobs: list[dict[str, Any]] = []
     query_backends: set[HttpUrl] = set()
-    for unit, worker in collect.capped(endpoint, _unique_workers(collect, inputs).items()):
+    workers = _unique_workers(collect, inputs).items()
+    for unit, worker in collect.capped(endpoint, workers, MAX_WORKER_UNITS):
         metrics = worker.metrics_endpoint
         query_port: int | None = None
         if api is not None:
