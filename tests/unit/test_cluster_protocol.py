@@ -9,13 +9,10 @@ databag), once, and that application is named as outdated in the status. The cou
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from coordinated_mesh.relations.cluster import WorkerAppData
 from ops import testing
-from scenario.mocking import _MockModelBackend  # pyright: ignore[reportPrivateUsage]
 
 from tests.support.coordinator import (
     MODEL,
@@ -30,21 +27,6 @@ from tests.support.coordinator import (
 )
 
 Ctx = testing.Context[Any]
-
-
-@pytest.fixture
-def bags_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Every relation databag the charm reads (``relation-get`` under Juju), by member name."""
-    read: list[str] = []
-    original = _MockModelBackend.relation_get
-
-    def relation_get(self: _MockModelBackend, *args: Any, **kwargs: Any) -> Any:
-        member_name = kwargs.get("member_name", args[1] if len(args) > 1 else None)
-        read.append(str(member_name))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(_MockModelBackend, "relation_get", relation_get)
-    yield read
 
 
 def test_current_workers_unit_databags_are_not_read(

@@ -219,6 +219,20 @@ def test_every_unit_publishes_topology_address_and_metrics(
     assert kube.reads == 0 and kube.writes == []  # non-leaders never touch Kubernetes
 
 
+def test_the_steady_state_reads_only_the_coordinators_databag(
+    ctx: testing.Context[Any], kube: FakeLabels, state: StateFactory, bags_read: list[str]
+):
+    """What the worker wrote is remembered across hooks: only the coordinator's data is read."""
+    relation = cluster(coordinator_data())
+    out = run(ctx, state(relation))
+    bags_read.clear()
+    again = run(ctx, out)
+    assert bags_read == ["coord"]
+    assert again.get_relation(relation.id).local_app_data == (
+        out.get_relation(relation.id).local_app_data
+    )
+
+
 def test_leader_publishes_the_role_from_config(
     ctx: testing.Context[Any], kube: FakeLabels, state: StateFactory
 ):

@@ -212,10 +212,19 @@ class Coordinator(Reconciler[KubernetesBackend]):
             outcome=outcome,
             nginx_container=self._nginx_container,
             exporter_container=self._exporter_container,
+            memory=self.memory,
         )
         if snapshot.is_leader:
             calls = KubernetesCalls(lambda: self.backend, outcome.kubernetes)
-            apply_leader(self._charm, self.mesh, snapshot, decision, calls=calls, outcome=outcome)
+            apply_leader(
+                self._charm,
+                self.mesh,
+                snapshot,
+                decision,
+                calls=calls,
+                outcome=outcome,
+                memory=self.memory,
+            )
         self._observations = _observations(snapshot, decision, outcome)
 
     def statuses(self) -> Sequence[ops.StatusBase]:

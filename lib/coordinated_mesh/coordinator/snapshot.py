@@ -28,7 +28,7 @@ from coordinated_mesh.relations.loki_push_api import read_loki_push_urls
 from coordinated_mesh.relations.remote_write import read_remote_write_urls
 from coordinated_mesh.relations.tracing import read_tracing_receivers
 
-__all__ = ["RESOLV_CONF", "MeshState", "Snapshot", "observe"]
+__all__ = ["RESOLV_CONF", "MeshState", "Snapshot", "observe", "read_published_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,6 @@ class Snapshot:
     resolvers: tuple[str, ...] = ()
     """The nameservers of ``/etc/resolv.conf`` (unparsed: the proxy planner parses them)."""
     mesh: MeshState = field(default_factory=MeshState)
-    published_worker_labels: Mapping[str, str] | None = None
-    """The ``worker_labels`` already in the cluster databags (leader only; ``None``: none)."""
     worker_config: str | None = None
     """The charm's workload configuration for the workers (its callback's result)."""
     problems: tuple[Problem, ...] = ()
@@ -165,7 +163,9 @@ def _read_workers(
     return tuple(sorted(apps)), tuple(units), tuple(sorted(outdated))
 
 
-def _published_labels(relations: list[ops.Relation], app: ops.Application) -> dict[str, str] | None:
+def read_published_labels(
+    relations: list[ops.Relation], app: ops.Application
+) -> dict[str, str] | None:
     """The worker labels already in the cluster databags (the first valid one), if any."""
     for relation in sorted(relations, key=lambda r: r.id):
         try:
@@ -251,7 +251,6 @@ def observe(
         backend_workload_tracing_receivers=workload,
         resolvers=_read_resolvers(resolv_conf or RESOLV_CONF),
         mesh=mesh_state,
-        published_worker_labels=_published_labels(cluster, charm.app) if is_leader else None,
         worker_config=worker_config() if worker_config else None,
         problems=tuple(problems),
     )

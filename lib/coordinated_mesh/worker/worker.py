@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import ops
 import pydantic
 
+from coordinated_mesh.charm.memory import write_changed
 from coordinated_mesh.charm.metadata import require_declared
 from coordinated_mesh.charm.reconciler import Reconciler
 from coordinated_mesh.k8s.client import ClientFactory, ForbiddenError, KubernetesError
@@ -222,24 +223,20 @@ class Worker(Reconciler[LabelsBackend]):
         )
         # The unit databag is for older coordinators only: this version derives the address
         # from the unit's name and reads the rest from the application databag.
-        if unit_data.write(relation.data[self._charm.unit]):
+        if unit_data.write(relation.data[self._charm.unit], self.memory):
             logger.info("published this unit's address and metrics endpoint")
         if not self._charm.unit.is_leader():
             return
-        databag = relation.data[self._charm.app]
         app_data = WorkerAppData(
             role=role or DEFAULT_ROLE,
             charm_name=self._charm.meta.name,
             metrics_endpoint=self._metrics,
         )
-        wanted = app_data.dump()
+        wanted: dict[str, str | None] = dict(app_data.dump())
         if role is None:
             del wanted["role"]  # invalid now: publish no role (the status says why), keep the rest
-        changed = [key for key, value in wanted.items() if databag.get(key) != value]
-        for key in changed:
-            databag[key] = wanted[key]
-        if changed:
-            logger.info("published %s", ", ".join(changed))
+        if write_changed(relation.data[self._charm.app], wanted, self.memory):
+            logger.info("published %s", ", ".join(sorted(wanted)))
 
     def _read(self, relation: ops.Relation | None, obs: WorkerObservations) -> _Received | None:
         """The coordinator's usable data; ``None`` when it is missing or invalid (keep)."""
