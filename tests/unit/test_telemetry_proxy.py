@@ -265,17 +265,30 @@ def test_scrape_jobs():
         "job_name": "nginx-exporter",
         "static_configs": [{"targets": ["*:9113"]}],
     }
-    assert [j["job_name"] for j in plan.scrape_jobs[1:]] == ["worker-0", "worker-1"]
+    # One job per worker application, one placeholder target per unit (relabelled per unit).
+    assert [j["job_name"] for j in plan.scrape_jobs[1:]] == ["workers-worker"]
     assert plan.scrape_jobs[1] == {
-        "job_name": "worker-0",
-        "metrics_path": "/proxy/worker/worker-0/metrics",
-        "static_configs": [{"targets": [f"{FQDN}:8080"]}],
+        "job_name": "workers-worker",
+        "metrics_path": "/metrics",
+        "static_configs": [{"targets": ["worker-0:8080", "worker-1:8080"]}],
         "relabel_configs": [
+            {
+                "source_labels": ["__address__"],
+                "regex": "(.+):[0-9]+",
+                "target_label": "__metrics_path__",
+                "replacement": "/proxy/worker/${1}/metrics",
+            },
+            {
+                "source_labels": ["__address__"],
+                "regex": "(.+)-([0-9]+):[0-9]+",
+                "target_label": "juju_unit",
+                "replacement": "${1}/${2}",
+            },
+            {"target_label": "__address__", "replacement": f"{FQDN}:8080"},
             {"target_label": "juju_application", "replacement": "worker"},
             {"target_label": "juju_charm", "replacement": "mesh-worker-k8s"},
             {"target_label": "juju_model", "replacement": "mymodel"},
             {"target_label": "juju_model_uuid", "replacement": MODEL_UUID},
-            {"target_label": "juju_unit", "replacement": "worker/0"},
         ],
     }
 
@@ -454,7 +467,8 @@ def test_five_thousand_worker_units_are_all_served():
     assert plan.problems == ()
     metrics = [r for r in plan.http_routes if r.location.startswith("/proxy/worker/")]
     assert len(metrics) == 5000
-    assert len(plan.scrape_jobs) == 5001  # the exporter's, then one per unit
+    assert len(plan.scrape_jobs) == 51  # the exporter's, then one per application
+    assert sum(len(j["static_configs"][0]["targets"]) for j in plan.scrape_jobs[1:]) == 5000
     assert plan.query_route is not None and len(plan.query_route.backends) == 5000
     check_nginx(render_nginx_config(plan))
 
