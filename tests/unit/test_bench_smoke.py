@@ -24,6 +24,7 @@ from tests.support.envtest import Request
 RENDER = ROOT / "tools" / "bench" / "render.py"
 K8S_CALLS = ROOT / "tools" / "bench" / "k8s_calls.py"
 HOOK_TOOLS = ROOT / "tools" / "bench" / "hook_tools.py"
+DISPATCH = ROOT / "tools" / "bench" / "dispatch.py"
 
 
 def run_script(script: Path, *args: str, env: dict[str, str] | None = None):
@@ -144,6 +145,23 @@ def test_hook_tools_prints_its_tables_and_calls_do_not_grow_with_units():
         "coordinator/src/charm.py",
         "worker/src/charm.py",
     ]
+
+
+def test_dispatch_runs_each_hook_as_a_process_with_stand_in_tools():
+    result = run_script(DISPATCH, "--sizes", "1x2", "--repeat", "1")
+    assert result.returncode == 0, result.stderr
+    rows = parse_sections(result.stdout)["Dispatch"]
+    assert [r["case"] for r in rows] == [
+        "coordinator leader",
+        "coordinator non-leader",
+        "worker leader",
+        "worker non-leader",
+    ]
+    for row in rows:
+        assert int(row["hook tools"]) > 0 and row["k8s writes"] == "0"
+        assert float(row["wall per hook (ms, median)"]) > 0
+        assert row["unit status"].startswith("waiting: waiting for the")  # no Pebble here
+    assert rows[0]["k8s reads"] != "0" and rows[1]["k8s reads"] == "0"  # leaders only
 
 
 def test_tool_counter_counts_is_leader_once_per_backend():
