@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from typing import Any
 
+import ops
+from coordinated_mesh.charm.memory import DatabagMemory
 from ops import testing
 
 from tests.support.coordinator import (
@@ -90,3 +93,35 @@ def test_unit_databags_are_remembered_as_leadership_changes(
     bags_read.clear()
     ctx.run(ctx.on.update_status(), dataclasses.replace(out, leader=False))
     assert f"{APP}/0" not in bags_read
+
+
+class _RememberingCharm(ops.CharmBase):
+    """A charm that records labels in a ``DatabagMemory`` as a leader would (and reads them)."""
+
+    seen: typing.ClassVar[list[dict[str, str] | None]] = []
+
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        self.memory = DatabagMemory(self, "memory")
+        framework.observe(self.on.config_changed, self._remember)
+        framework.observe(self.on.update_status, self._recall)
+
+    def _remember(self, _: ops.EventBase) -> None:
+        self.memory.label_memory().remember({"b": "2", "a": "1"})
+
+    def _recall(self, _: ops.EventBase) -> None:
+        if not self.unit.is_leader():
+            self.memory.forget_app()
+        self.seen.append(self.memory.label_memory().recall())
+
+
+def test_the_label_memory_is_kept_across_hooks_and_forgotten_with_leadership():
+    ctx = testing.Context(_RememberingCharm, meta={"name": "remembering"})
+    _RememberingCharm.seen.clear()
+    out = ctx.run(ctx.on.config_changed(), testing.State(leader=True))
+    out = ctx.run(ctx.on.update_status(), out)
+    assert _RememberingCharm.seen == [{"a": "1", "b": "2"}]
+    elected = ctx.run(ctx.on.leader_elected(), out)
+    ctx.run(ctx.on.update_status(), elected)
+    ctx.run(ctx.on.update_status(), dataclasses.replace(out, leader=False))
+    assert _RememberingCharm.seen[1:] == [None, None]

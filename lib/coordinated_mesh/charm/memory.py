@@ -16,7 +16,7 @@ from typing import Any
 
 import ops
 
-__all__ = ["DatabagMemory", "write_changed"]
+__all__ = ["DatabagMemory", "LeaderLabelMemory", "write_changed"]
 
 
 def _apply(databag: MutableMapping[str, str], values: Mapping[str, str | None]) -> bool:
@@ -49,18 +49,33 @@ class DatabagMemory(ops.Object):
     def __init__(self, charm: ops.CharmBase, key: str):
         super().__init__(charm, key)
         self._charm = charm
-        self._stored.set_default(digests={})
+        self._stored.set_default(digests={}, values={})
         self.framework.observe(charm.on.leader_elected, self._on_leader_elected)
 
     def _on_leader_elected(self, _: ops.LeaderElectedEvent) -> None:
         self.forget_app()
 
     def forget_app(self) -> None:
-        """Forget every application-databag digest (the next writes read first)."""
+        """Forget everything only the leader writes (the next writes read first)."""
         digests: dict[str, str] = dict(self._stored.digests)  # pyright: ignore[reportUnknownArgumentType]
         kept = {key: value for key, value in digests.items() if not key.endswith("/app")}
         if kept != digests:
             self._stored.digests = kept
+        if self._stored.values:
+            self._stored.values = {}
+
+    def label_memory(self) -> LeaderLabelMemory:
+        """What this unit, as the leader, last applied as its application's labels (see there)."""
+        return LeaderLabelMemory(self)
+
+    def _recall(self, name: str) -> Any:
+        return self._stored.values.get(name)
+
+    def _remember(self, name: str, value: Any) -> None:
+        values: dict[str, Any] = dict(self._stored.values)  # pyright: ignore[reportUnknownArgumentType]
+        if values.get(name) != value:
+            values[name] = value
+            self._stored.values = values
 
     def _key(self, databag: ops.RelationDataContent) -> str | None:
         relation = databag.relation
@@ -83,6 +98,26 @@ class DatabagMemory(ops.Object):
         digests[key] = digest
         self._stored.digests = digests
         return changed
+
+
+class LeaderLabelMemory:
+    """The labels this leader last applied to its StatefulSet and Service, kept across hooks.
+
+    It mirrors the Kubernetes label memory (``k8s/labels.py``) so that a steady-state hook need
+    not read it; forgotten, like the application digests, whenever leadership may have moved.
+    """
+
+    def __init__(self, memory: DatabagMemory):
+        self._memory = memory
+
+    def recall(self) -> dict[str, str] | None:
+        """The labels applied last, or ``None`` when not known here."""
+        value = self._memory._recall("k8s-labels")  # pyright: ignore[reportPrivateUsage]
+        return None if value is None else {str(k): str(v) for k, v in dict(value).items()}
+
+    def remember(self, labels: Mapping[str, str]) -> None:
+        """Record the labels just applied (and recorded in Kubernetes)."""
+        self._memory._remember("k8s-labels", dict(sorted(labels.items())))  # pyright: ignore[reportPrivateUsage]
 
 
 def _digest(values: Mapping[str, str | None]) -> str:

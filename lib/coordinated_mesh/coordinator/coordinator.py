@@ -154,7 +154,12 @@ class Coordinator(Reconciler[KubernetesBackend]):
         )
 
         def default_backend(**names: str) -> KubernetesBackend:
-            return make_kubernetes_backend(client_factory=kubernetes_client_factory, **names)
+            # Built on first use, after the Reconciler made the memory.
+            return make_kubernetes_backend(
+                client_factory=kubernetes_client_factory,
+                label_cache=self.memory.label_memory(),
+                **names,
+            )
 
         super().__init__(charm, "coordinator", kubernetes_backend_factory or default_backend)
         self._spec = CoordinatorSpec(

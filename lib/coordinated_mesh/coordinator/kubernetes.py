@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from coordinated_mesh.k8s.client import AppClient, ClientFactory, CRDMissingError, api_errors
-from coordinated_mesh.k8s.labels import AppLabels
+from coordinated_mesh.k8s.labels import AppLabels, LabelCache
 from coordinated_mesh.mesh.drain import ClusterPod
 from coordinated_mesh.mesh.policies import MeshPolicy
 
@@ -79,8 +79,16 @@ class LightkubeBackend:
     units that never touch Kubernetes never import lightkube's models.
     """
 
-    def __init__(self, *, app_name: str, namespace: str, client_factory: ClientFactory | None):
+    def __init__(
+        self,
+        *,
+        app_name: str,
+        namespace: str,
+        client_factory: ClientFactory | None,
+        label_cache: LabelCache | None = None,
+    ):
         self._client = AppClient(app_name=app_name, namespace=namespace, factory=client_factory)
+        self._label_cache = label_cache
 
     def _manager(self):
         from coordinated_mesh.k8s.policy_manager import PolicyResourceManager
@@ -91,7 +99,7 @@ class LightkubeBackend:
         )
 
     def reconcile_labels(self, labels: Mapping[str, str]) -> bool:  # noqa: D102
-        return AppLabels(self._client).reconcile_labels(labels)
+        return AppLabels(self._client, self._label_cache).reconcile_labels(labels)
 
     def managed_labels(self) -> dict[str, str]:  # noqa: D102
         return AppLabels(self._client).managed_labels()
@@ -149,11 +157,19 @@ class LightkubeBackend:
 
 
 def make_kubernetes_backend(
-    *, app_name: str, namespace: str, client_factory: ClientFactory | None = None
+    *,
+    app_name: str,
+    namespace: str,
+    client_factory: ClientFactory | None = None,
+    label_cache: LabelCache | None = None,
 ) -> KubernetesBackend:
-    """The production backend (the seam plain ``ops.testing`` tests replace with a fake)."""
+    """The production backend (the seam plain ``ops.testing`` tests replace with a fake).
+
+    ``label_cache``: the leader's copy of its label memory (see :class:`LabelCache`).
+    """
     return LightkubeBackend(
         app_name=app_name,
         namespace=namespace,
         client_factory=client_factory,
+        label_cache=label_cache,
     )

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from coordinated_mesh.k8s.client import AppClient, ClientFactory
-from coordinated_mesh.k8s.labels import AppLabels
+from coordinated_mesh.k8s.labels import AppLabels, LabelCache
 
 __all__ = ["LabelsBackend", "make_labels_backend"]
 
@@ -24,7 +24,15 @@ class LabelsBackend(Protocol):
 
 
 def make_labels_backend(
-    *, app_name: str, namespace: str, client_factory: ClientFactory | None = None
+    *,
+    app_name: str,
+    namespace: str,
+    client_factory: ClientFactory | None = None,
+    label_cache: LabelCache | None = None,
 ) -> LabelsBackend:
-    """The production backend: :class:`~coordinated_mesh.k8s.labels.AppLabels` on a lazy client."""
-    return AppLabels(AppClient(app_name=app_name, namespace=namespace, factory=client_factory))
+    """The production backend: :class:`~coordinated_mesh.k8s.labels.AppLabels` on a lazy client.
+
+    ``label_cache``: the leader's copy of its label memory (see ``k8s.labels.LabelCache``).
+    """
+    client = AppClient(app_name=app_name, namespace=namespace, factory=client_factory)
+    return AppLabels(client, label_cache)

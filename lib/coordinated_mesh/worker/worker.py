@@ -133,7 +133,12 @@ class Worker(Reconciler[LabelsBackend]):
         )
 
         def default_backend(**names: str) -> LabelsBackend:
-            return make_labels_backend(client_factory=kubernetes_client_factory, **names)
+            # Built on first use, after the Reconciler made the memory.
+            return make_labels_backend(
+                client_factory=kubernetes_client_factory,
+                label_cache=self.memory.label_memory(),
+                **names,
+            )
 
         super().__init__(
             charm, f"worker-{cluster_endpoint}", labels_backend_factory or default_backend
