@@ -53,14 +53,15 @@ def _plan(worker_port: int, central_port: int, proxy_port: int):
         TelemetryProxyInputs(
             identity=IDENTITY,
             config=WorkerTelemetryProxyConfig(http_port=proxy_port, https_port=proxy_port),
-            workers=[
+            workers=[  # two units of one application, both served by the one worker Prometheus
                 WorkerUnitData(
                     juju_topology=JujuTopology(
-                        application="worker", unit="worker/0", charm_name="mesh-worker-k8s"
+                        application="worker", unit=f"worker/{n}", charm_name="mesh-worker-k8s"
                     ),
                     address="127.0.0.1",
                     metrics_endpoint=MetricsEndpoint(port=worker_port, path="/metrics"),
                 )
+                for n in (0, 10)
             ],
             backend_remote_write_urls={
                 "prometheus/0": f"http://127.0.0.1:{central_port}/api/v1/write"
@@ -197,20 +198,26 @@ def test_scrape_and_remote_write_through_the_proxy(
         logs = [tmp_path / "central" / "log", tmp_path / "worker" / "log", nginx.log_path]
         wait_for_port(central_port, timeout=30)
 
-        # Scraped by the central Prometheus through /proxy/worker/worker-0/metrics, labelled.
-        up = _eventually(
-            lambda: central.query('up{job="worker-0"} == 1'), "the proxied scrape", logs
-        )
-        assert up[0]["metric"] == {
-            "__name__": "up",
-            "instance": f"127.0.0.1:{proxy_port}",
-            "job": "worker-0",
-            "juju_application": "worker",
-            "juju_charm": "mesh-worker-k8s",
-            "juju_model": "mymodel",
-            "juju_model_uuid": UUID,
-            "juju_unit": "worker/0",
-        }
+        # Scraped by the central Prometheus through /proxy/worker/worker-<n>/metrics: one job
+        # for the application, one target per unit, each relabelled with its unit.
+        def both_units_up() -> list[dict[str, Any]] | None:
+            result = central.query('up{job="workers-worker"} == 1')
+            return result if len(result) == 2 else None
+
+        up = _eventually(both_units_up, "the proxied scrapes of both units", logs)
+        assert sorted((s["metric"] for s in up), key=lambda m: m["juju_unit"]) == [
+            {
+                "__name__": "up",
+                "instance": f"127.0.0.1:{proxy_port}",
+                "job": "workers-worker",
+                "juju_application": "worker",
+                "juju_charm": "mesh-worker-k8s",
+                "juju_model": "mymodel",
+                "juju_model_uuid": UUID,
+                "juju_unit": unit,
+            }
+            for unit in ("worker/0", "worker/10")
+        ]
         # Remote-written by the worker Prometheus through /proxy/remote-write/prometheus-0/write.
         _eventually(
             lambda: central.query('prometheus_build_info{sent_by="worker"}'),
@@ -220,6 +227,7 @@ def test_scrape_and_remote_write_through_the_proxy(
         access = (nginx_dir / "access.log").read_text()
         assert "POST /proxy/remote-write/prometheus-0/write" in access
         assert "GET /proxy/worker/worker-0/metrics" in access
+        assert "GET /proxy/worker/worker-10/metrics" in access
     finally:
         for prometheus in started:
             prometheus.stop()

@@ -98,7 +98,28 @@ def worker_unit_data(app: str, unit: int, *, port: int = 9090) -> dict[str, str]
     return cluster_data.worker_unit_data(app, unit, model=MODEL.name, metrics_port=port)
 
 
+def worker_app_data(*, port: int = 9090, charm: str = "mesh-worker-k8s") -> dict[str, str]:
+    """A worker application databag of this protocol version (role, charm, metrics endpoint)."""
+    return {
+        "role": json.dumps("all"),
+        "charm_name": json.dumps(charm),
+        "metrics_endpoint": json.dumps({"path": "/metrics", "port": port}),
+    }
+
+
 def worker_relation(app: str, units: int = 1, **kwargs: Any) -> testing.Relation:
+    """A current worker: application facts, and unit databags (kept for older coordinators)."""
+    return testing.Relation(
+        "cluster",
+        remote_app_name=app,
+        remote_app_data=worker_app_data(),
+        remote_units_data={i: worker_unit_data(app, i) for i in range(units)},
+        **kwargs,
+    )
+
+
+def outdated_worker_relation(app: str, units: int = 1, **kwargs: Any) -> testing.Relation:
+    """An older worker: its role in the application databag, the rest only in unit databags."""
     return testing.Relation(
         "cluster",
         remote_app_name=app,

@@ -64,17 +64,15 @@ def test_off_the_mesh_only_membership_is_wanted():
 
 def test_held_databag_keeps_what_was_published_and_ensures_membership():
     published = {"istio.io/dataplane-mode": "ambient", PART_OF_LABEL: "old"}
-    decision = decide(SPEC, snapshot(mesh=MESH, published_worker_labels=published))
-    assert decision.held_app_data.worker_labels == {
-        PART_OF_LABEL: "coord",
-        "istio.io/dataplane-mode": "ambient",
-    }
+    decision = decide(SPEC, snapshot(mesh=MESH))
+    held = decision.held_app_data(published, "coord")
+    assert held.worker_labels == {PART_OF_LABEL: "coord", "istio.io/dataplane-mode": "ambient"}
     # Everything but the labels is the same as when the policies apply.
-    assert decision.held_app_data.model_copy(update={"worker_labels": None}) == (
+    assert held.model_copy(update={"worker_labels": None}) == (
         decision.app_data.model_copy(update={"worker_labels": None})
     )
-    first_hook = decide(SPEC, snapshot(mesh=MESH, published_worker_labels=None))
-    assert first_hook.held_app_data.worker_labels == {PART_OF_LABEL: "coord"}
+    first_hook = decision.held_app_data(None, "coord")
+    assert first_hook.worker_labels == {PART_OF_LABEL: "coord"}
 
 
 def test_equal_snapshots_in_any_order_give_equal_decisions():

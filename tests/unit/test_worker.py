@@ -231,12 +231,30 @@ def test_every_unit_publishes_topology_address_and_metrics(
     assert kube.reads == 0 and kube.writes == []  # non-leaders never touch Kubernetes
 
 
+def test_the_steady_state_reads_only_the_coordinators_databag(
+    ctx: testing.Context[Any], kube: FakeLabels, state: StateFactory, bags_read: list[str]
+):
+    """What the worker wrote is remembered across hooks: only the coordinator's data is read."""
+    relation = cluster(coordinator_data())
+    out = run(ctx, state(relation))
+    bags_read.clear()
+    again = run(ctx, out)
+    assert bags_read == ["coord"]
+    assert again.get_relation(relation.id).local_app_data == (
+        out.get_relation(relation.id).local_app_data
+    )
+
+
 def test_leader_publishes_the_role_from_config(
     ctx: testing.Context[Any], kube: FakeLabels, state: StateFactory
 ):
     relation = cluster(coordinator_data())
     out = run(ctx, state(relation, role="querier"))
-    assert out.get_relation(relation.id).local_app_data == {"role": '"querier"'}
+    assert out.get_relation(relation.id).local_app_data == {
+        "role": '"querier"',
+        "charm_name": '"mesh-worker-k8s"',
+        "metrics_endpoint": '{"path": "/metrics", "port": 9090}',
+    }
     assert status(out) == ("active", "coordinator: coord, role: querier")
 
 
@@ -245,7 +263,9 @@ def test_invalid_role_is_blocked_and_not_published(
 ):
     relation = cluster(coordinator_data())
     out = run(ctx, state(relation, role="Not A Role"))
-    assert "role" not in out.get_relation(relation.id).local_app_data
+    app_data = out.get_relation(relation.id).local_app_data
+    assert "role" not in app_data
+    assert json.loads(app_data["charm_name"]) == "mesh-worker-k8s"  # the rest is still published
     assert out.unit_status.name == "blocked"
     assert "invalid role config: 'Not A Role'" in out.unit_status.message
 
@@ -791,7 +811,11 @@ def test_library_without_a_workload_callback():
     )
     assert json.loads(unit_data["metrics_endpoint"]) == {"port": 8080, "path": "/custom/metrics"}
     assert out.unit_status == ops.ActiveStatus("coordinator: coord, role: all")
-    assert out.get_relation(relation.id).local_app_data == {"role": '"all"'}
+    assert out.get_relation(relation.id).local_app_data == {
+        "role": '"all"',
+        "charm_name": '"minimal-worker"',
+        "metrics_endpoint": '{"path": "/custom/metrics", "port": 8080}',
+    }
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ from typing import Generic, TypeVar
 
 import ops
 
+from coordinated_mesh.charm.memory import DatabagMemory
+
 __all__ = ["BackendFactory", "Reconciler"]
 
 BackendT = TypeVar("BackendT")
@@ -25,6 +27,7 @@ class Reconciler(ops.Object, Generic[BackendT]):
     do not run it again); ``remove`` runs :meth:`on_remove` instead. In ``collect-status`` (unit
     and application) the statuses of :meth:`statuses` are added. The Kubernetes backend is built
     on first use by ``backend_factory``, so units that never touch Kubernetes never build one.
+    :attr:`memory` remembers what this unit wrote to its databags across hooks.
 
     Args:
         charm: the charm.
@@ -35,6 +38,9 @@ class Reconciler(ops.Object, Generic[BackendT]):
     def __init__(self, charm: ops.CharmBase, key: str, backend_factory: BackendFactory[BackendT]):
         super().__init__(charm, key)
         self._charm = charm
+        # Before any observer below: on leader-elected it forgets before the reconcile writes.
+        self.memory = DatabagMemory(charm, f"{key}-databags")
+        """What this unit last wrote to its databags (pass it to every databag write)."""
         self._backend_factory = backend_factory
         self._backend: BackendT | None = None
         self._reconciled = False
@@ -74,6 +80,8 @@ class Reconciler(ops.Object, Generic[BackendT]):
     def _on_event(self, _: ops.EventBase) -> None:
         if not self._reconciled:
             self._reconciled = True
+            if not self._charm.unit.is_leader():
+                self.memory.forget_app()  # another unit writes them now
             self.reconcile()
 
     def _on_remove(self, _: ops.RemoveEvent) -> None:

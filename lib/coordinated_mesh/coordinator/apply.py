@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 
 import ops
 
+from coordinated_mesh.charm.memory import DatabagMemory
 from coordinated_mesh.charm.pebble import ensure_layer, is_running, push_and_reload
 from coordinated_mesh.coordinator.decide import CoordinatorSpec, Decision
 from coordinated_mesh.coordinator.kubernetes import KubernetesBackend, LegacyMigration
-from coordinated_mesh.coordinator.snapshot import Snapshot
+from coordinated_mesh.coordinator.snapshot import Snapshot, read_published_labels
 from coordinated_mesh.coordinator.status import (
     DrainStatus,
     KubernetesFailure,
@@ -119,6 +120,7 @@ def apply_workload(
     outcome: Outcome,
     nginx_container: str,
     exporter_container: str,
+    memory: DatabagMemory | None = None,
 ) -> None:
     """Ports, unit databags, and the nginx and exporter containers of this unit."""
     charm.unit.set_ports(*decision.ports)
@@ -137,6 +139,7 @@ def apply_workload(
             cluster_domain=identity.cluster_domain,
         ),
         endpoint=endpoints.metrics,
+        memory=memory,
     )
     if spec.query_api is not None and endpoints.grafana_source is not None:
         # Every unit publishes the same Service URL (the leader also the metadata): Grafana
@@ -146,6 +149,7 @@ def apply_workload(
             url=decision.proxy.query_url,
             source_type=spec.query_api.datasource_type,
             endpoint=endpoints.grafana_source,
+            memory=memory,
         )
     nginx = charm.unit.get_container(nginx_container)
     exporter = charm.unit.get_container(exporter_container)
@@ -298,6 +302,7 @@ def apply_leader(
     calls: KubernetesCalls,
     outcome: Outcome,
     migrate: bool = False,
+    memory: DatabagMemory | None = None,
 ) -> None:
     """Labels, cluster-internal policies, and every application databag (leader only).
 
@@ -307,9 +312,14 @@ def apply_leader(
     """
     endpoints = snapshot.endpoints
     adopted = migrate and calls.run(_adopt_legacy_labels)[0]
+    cluster = charm.model.relations.get(endpoints.cluster, ())
     if snapshot.mesh.active:
         in_place = _join_mesh(snapshot, decision, calls)
-        app_data = decision.app_data if in_place else decision.held_app_data
+        if in_place:
+            app_data = decision.app_data
+        else:  # read what the workers were told only now: the steady state never needs it
+            published = read_published_labels(list(cluster), charm.app)
+            app_data = decision.held_app_data(published, snapshot.identity.app_name)
     else:
         app_data = decision.app_data
         # Leaving the mesh: labels first (what makes pods leave), then the policies, which stay
@@ -319,12 +329,14 @@ def apply_leader(
         in_place = outcome.draining is None and not outcome.kubernetes
     if adopted:
         outcome.migrated = _finish_migration(snapshot, calls, outcome, in_place=in_place)
-    if mesh.publish_policies():
+    if mesh.publish_policies(memory):
         logger.info("published the external policies on %s", endpoints.mesh)
-    mesh.publish_cmr_data()
-    publish_loki_metadata(charm.model, charm_name=snapshot.charm_name, endpoint=endpoints.logging)
+    mesh.publish_cmr_data(memory)
+    publish_loki_metadata(
+        charm.model, charm_name=snapshot.charm_name, endpoint=endpoints.logging, memory=memory
+    )
     for endpoint, protocols in decision.tracing_protocols.items():
-        request_tracing_protocols(charm.model, endpoint, protocols)
-    for relation in charm.model.relations.get(endpoints.cluster, ()):
-        if app_data.write(relation.data[charm.app]):
+        request_tracing_protocols(charm.model, endpoint, protocols, memory)
+    for relation in cluster:
+        if app_data.write(relation.data[charm.app], memory):
             logger.info("updated the %s databag of relation %d", relation.name, relation.id)

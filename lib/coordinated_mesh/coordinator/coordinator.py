@@ -159,7 +159,12 @@ class Coordinator(Reconciler[KubernetesBackend]):
         )
 
         def default_backend(**names: str) -> KubernetesBackend:
-            return make_kubernetes_backend(client_factory=kubernetes_client_factory, **names)
+            # Built on first use, after the Reconciler made the memory.
+            return make_kubernetes_backend(
+                client_factory=kubernetes_client_factory,
+                label_cache=self.memory.label_memory(),
+                **names,
+            )
 
         super().__init__(charm, "coordinator", kubernetes_backend_factory or default_backend)
         self._spec = CoordinatorSpec(
@@ -220,6 +225,7 @@ class Coordinator(Reconciler[KubernetesBackend]):
             outcome=outcome,
             nginx_container=self._nginx_container,
             exporter_container=self._exporter_container,
+            memory=self.memory,
         )
         if snapshot.is_leader:
             calls = KubernetesCalls(lambda: self.backend, outcome.kubernetes)
@@ -231,6 +237,7 @@ class Coordinator(Reconciler[KubernetesBackend]):
                 calls=calls,
                 outcome=outcome,
                 migrate=not self._migration.checked,
+                memory=self.memory,
             )
             if outcome.migrated:
                 self._migration.checked = True  # this unit need not look again
@@ -311,6 +318,7 @@ def _observations(snapshot: Snapshot, decision: Decision, outcome: Outcome) -> O
         endpoints=snapshot.endpoints,
         worker_apps=len(snapshot.worker_apps),
         worker_units=len(snapshot.workers),
+        outdated_worker_apps=snapshot.outdated_worker_apps,
         mesh_related=mesh.related,
         mesh_ready=mesh.ready,
         mesh_type=mesh.type,

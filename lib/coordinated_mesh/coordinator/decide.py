@@ -61,14 +61,21 @@ class Decision:
     cluster are still enrolled, deleted once none is."""
     app_data: CoordinatorAppData
     """The cluster databag when the policies are in place (or the mesh is not wanted)."""
-    held_app_data: CoordinatorAppData
-    """The cluster databag while the mesh is wanted but its policies cannot be applied: the
-    workers' labels stay as published before (see :func:`~coordinated_mesh.mesh.cluster_policies.
-    held_labels`)."""
     tracing_protocols: Mapping[str, tuple[str, ...]]
     """What to request from each tracing endpoint: what the proxy can forward."""
     problems: tuple[Problem, ...]
     """Remote data dropped while reading or planning, deduplicated, in order."""
+
+    def held_app_data(
+        self, published_worker_labels: Mapping[str, str] | None, coordinator_app: str
+    ) -> CoordinatorAppData:
+        """The cluster databag while the mesh is wanted but its policies cannot be applied.
+
+        The workers' labels stay as published before (``published_worker_labels``, read only
+        then; see :func:`~coordinated_mesh.mesh.cluster_policies.held_labels`).
+        """
+        held = held_labels(published_worker_labels, coordinator_app)
+        return self.app_data.model_copy(update={"worker_labels": held})
 
 
 def default_mesh_policies(
@@ -128,7 +135,6 @@ def decide(spec: CoordinatorSpec, snapshot: Snapshot) -> Decision:
         worker_config=snapshot.worker_config,
         telemetry=proxy.proxied_telemetry,
     )
-    held = held_labels(snapshot.published_worker_labels, app)
     return Decision(
         proxy=proxy,
         nginx_config=render_nginx_config(proxy),
@@ -142,7 +148,6 @@ def decide(spec: CoordinatorSpec, snapshot: Snapshot) -> Decision:
             )
         ),
         app_data=app_data,
-        held_app_data=app_data.model_copy(update={"worker_labels": held}),
         tracing_protocols=_tracing_protocols(spec, snapshot),
         problems=_unique([*snapshot.problems, *proxy.problems]),
     )

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from coordinated_mesh.k8s.client import AppClient, ClientFactory, CRDMissingError, api_errors
-from coordinated_mesh.k8s.labels import AppLabels
+from coordinated_mesh.k8s.labels import AppLabels, LabelCache
 from coordinated_mesh.mesh.drain import ClusterPod
 from coordinated_mesh.mesh.policies import MeshPolicy
 
@@ -100,8 +100,16 @@ class LightkubeBackend:
     units that never touch Kubernetes never import lightkube's models.
     """
 
-    def __init__(self, *, app_name: str, namespace: str, client_factory: ClientFactory | None):
+    def __init__(
+        self,
+        *,
+        app_name: str,
+        namespace: str,
+        client_factory: ClientFactory | None,
+        label_cache: LabelCache | None = None,
+    ):
         self._client = AppClient(app_name=app_name, namespace=namespace, factory=client_factory)
+        self._label_cache = label_cache
 
     def _manager(self):
         from coordinated_mesh.k8s.policy_manager import PolicyResourceManager
@@ -112,7 +120,7 @@ class LightkubeBackend:
         )
 
     def reconcile_labels(self, labels: Mapping[str, str]) -> bool:  # noqa: D102
-        return AppLabels(self._client).reconcile_labels(labels)
+        return AppLabels(self._client, self._label_cache).reconcile_labels(labels)
 
     def managed_labels(self) -> dict[str, str]:  # noqa: D102
         return AppLabels(self._client).managed_labels()
@@ -169,12 +177,21 @@ class LightkubeBackend:
         return self._manager().list_owned()
 
     def adopt_legacy_labels(self) -> bool:  # noqa: D102
+        from coordinated_mesh.k8s.labels import managed_charm_labels
         from coordinated_mesh.k8s.migration import adopt_legacy_label_memory
 
         client = self._client
-        return adopt_legacy_label_memory(
+        wrote = adopt_legacy_label_memory(
             client.get(), app_name=client.app_name, namespace=client.namespace
         )
+        if wrote and self._label_cache is not None:
+            # Our memory now holds what the old package applied: the cached copy is stale.
+            self._label_cache.remember(
+                managed_charm_labels(
+                    client.get(), app_name=client.app_name, namespace=client.namespace
+                )
+            )
+        return wrote
 
     def legacy_policy_names(self) -> list[str]:  # noqa: D102
         from coordinated_mesh.k8s.migration import legacy_policies
@@ -193,11 +210,19 @@ class LightkubeBackend:
 
 
 def make_kubernetes_backend(
-    *, app_name: str, namespace: str, client_factory: ClientFactory | None = None
+    *,
+    app_name: str,
+    namespace: str,
+    client_factory: ClientFactory | None = None,
+    label_cache: LabelCache | None = None,
 ) -> KubernetesBackend:
-    """The production backend (the seam plain ``ops.testing`` tests replace with a fake)."""
+    """The production backend (the seam plain ``ops.testing`` tests replace with a fake).
+
+    ``label_cache``: the leader's copy of its label memory (see :class:`LabelCache`).
+    """
     return LightkubeBackend(
         app_name=app_name,
         namespace=namespace,
         client_factory=client_factory,
+        label_cache=label_cache,
     )

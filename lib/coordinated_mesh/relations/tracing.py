@@ -16,6 +16,7 @@ import ops
 import pydantic
 from charmlibs.interfaces.tracing import receiver_protocol_to_transport_protocol
 
+from coordinated_mesh.charm.memory import DatabagMemory
 from coordinated_mesh.parse import Problem, parse_grpc_address, parse_http_url
 from coordinated_mesh.relations._common import describe_validation_error, dumps, write_changed
 from coordinated_mesh.relations.databag import load_json_value
@@ -160,6 +161,7 @@ def request_tracing_protocols(
     model: ops.Model,
     endpoint: str,
     protocols: Sequence[str] = DEFAULT_PROTOCOLS,
+    memory: DatabagMemory | None = None,
 ) -> bool:
     """Ask the tracing provider(s) on ``endpoint`` for these receivers; leader only.
 
@@ -177,5 +179,5 @@ def request_tracing_protocols(
     value: dict[str, str | None] = {"receivers": dumps(sorted(set(protocols)))}
     changed = False
     for relation in sorted(model.relations[endpoint], key=lambda r: r.id):
-        changed |= write_changed(relation.data[model.app], value)
+        changed |= write_changed(relation.data[model.app], value, memory)
     return changed

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import ops
 import pydantic
 
+from coordinated_mesh.charm.memory import write_changed
 from coordinated_mesh.charm.metadata import require_declared
 from coordinated_mesh.charm.reconciler import Reconciler
 from coordinated_mesh.charm.tracing import charm_traces_url, send_charm_traces_to
@@ -143,7 +144,12 @@ class Worker(Reconciler[LabelsBackend]):
         )
 
         def default_backend(**names: str) -> LabelsBackend:
-            return make_labels_backend(client_factory=kubernetes_client_factory, **names)
+            # Built on first use, after the Reconciler made the memory.
+            return make_labels_backend(
+                client_factory=kubernetes_client_factory,
+                label_cache=self.memory.label_memory(),
+                **names,
+            )
 
         super().__init__(
             charm, f"worker-{cluster_endpoint}", labels_backend_factory or default_backend
@@ -241,15 +247,22 @@ class Worker(Reconciler[LabelsBackend]):
         unit_data = WorkerUnitData(
             juju_topology=self.topology, address=self.address, metrics_endpoint=self._metrics
         )
-        if unit_data.write(relation.data[self._charm.unit]):
+        # The unit databag is for older coordinators only: this version derives the address
+        # from the unit's name and reads the rest from the application databag.
+        if unit_data.write(relation.data[self._charm.unit], self.memory):
             logger.info("published this unit's address and metrics endpoint")
-        is_leader = self._charm.unit.is_leader()
-        if (
-            role is not None
-            and is_leader
-            and WorkerAppData(role=role).write(relation.data[self._charm.app])
-        ):
-            logger.info("published role %s", role)
+        if not self._charm.unit.is_leader():
+            return
+        app_data = WorkerAppData(
+            role=role or DEFAULT_ROLE,
+            charm_name=self._charm.meta.name,
+            metrics_endpoint=self._metrics,
+        )
+        wanted: dict[str, str | None] = dict(app_data.dump())
+        if role is None:
+            del wanted["role"]  # invalid now: publish no role (the status says why), keep the rest
+        if write_changed(relation.data[self._charm.app], wanted, self.memory):
+            logger.info("published %s", ", ".join(sorted(wanted)))
 
     def _read(self, relation: ops.Relation | None, obs: WorkerObservations) -> _Received | None:
         """The coordinator's usable data; ``None`` when it is missing or invalid (keep)."""
