@@ -223,7 +223,11 @@ def test_invalid_provider_data_is_not_ready(
     assert "'service-mesh'" in problem
     assert key in problem
     assert charm.mesh.problem == problem
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name.startswith("coordinated_mesh.")
+    ]
     assert len(warnings) == 1
 
 
