@@ -31,6 +31,7 @@ __all__ = [
     "is_model_name",
     "is_model_uuid",
     "is_valid_label_value",
+    "log_text",
     "nameservers_from_resolv_conf",
     "parse_cluster_domain",
     "parse_grpc_address",
@@ -53,6 +54,8 @@ MAX_URL_LENGTH = 2048
 MAX_HOST_LENGTH = 253
 """A DNS name's limit (RFC 1035)."""
 _MAX_SHOWN = 80
+MAX_LOG_TEXT = 4000
+"""The longest log line the library hands to ``juju-log``; longer ones are cut."""
 _MAX_LABEL_VALUE = 63
 _HASH_CHARS = 10
 
@@ -114,15 +117,30 @@ def show(value: object) -> str:
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
+def _printable(text: str) -> str:
+    # str.isprintable is false for the categories Cc (control: NUL, ESC), Cf (format: the bidi
+    # overrides U+202A..U+202E and U+2066..U+2069, zero-width joiners), Cs (lone surrogates,
+    # which cannot be encoded for a command line), Co, Cn and the separators but " ".
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+
+
 def shorten(text: str, limit: int = 120) -> str:
     """``text`` on one line, without control or format characters, at most ``limit`` characters.
 
-    What goes to a status, a log line or an action result passes through here: Juju's hook tools
-    receive it as a command-line argument, which cannot hold NUL.
+    What goes to a status or an action result passes through here: Juju's hook tools receive it
+    as a command-line argument, which cannot hold NUL (``docs/reference/parsing.md``).
     """
-    one_line = " ".join(text.split())
-    cleaned = "".join(c if c.isprintable() else "?" for c in one_line)
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+    return _bounded(_printable(" ".join(str(text).split())), limit)
+
+
+def log_text(text: str, limit: int = MAX_LOG_TEXT) -> str:
+    """``text`` safe for ``juju-log``: like :func:`shorten`, but line breaks are kept."""
+    lines = str(text).replace("\r\n", "\n").split("\n")
+    return _bounded("\n".join(_printable(line) for line in lines), limit)
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -140,12 +158,18 @@ class Problem:
     item: str
     reason: str
 
+    def __post_init__(self) -> None:
+        # Every problem ends up in a status or a log line: whoever built it, its text is safe.
+        object.__setattr__(self, "endpoint", shorten(self.endpoint, _MAX_SHOWN))
+        object.__setattr__(self, "item", shorten(self.item, _MAX_SHOWN))
+        object.__setattr__(self, "reason", shorten(self.reason, 300))
+
     @classmethod
     def of(cls, endpoint: str, item: object, reason: str) -> Problem:
         """A problem whose ``item`` is shown as is when short and printable, else with :func:`show`."""
         if isinstance(item, str) and len(item) <= _MAX_SHOWN and item.isprintable():
-            return cls(endpoint, item, shorten(reason, 300))
-        return cls(endpoint, show(item), shorten(reason, 300))
+            return cls(endpoint, item, reason)
+        return cls(endpoint, show(item), reason)
 
     def __str__(self) -> str:
         where = f"{self.endpoint}: " if self.endpoint else ""
