@@ -26,6 +26,7 @@ __all__ = [
     "GrpcAddress",
     "HttpUrl",
     "Problem",
+    "check_backend_host",
     "is_app_name",
     "is_dns_name",
     "is_model_name",
@@ -272,6 +273,53 @@ def parse_host(host: object) -> str:
             raise ValueError(f"{show(host)} is not a valid IPv4 address") from None
     if not _HOSTNAME_RE.fullmatch(host):
         raise ValueError(f"{show(host)} is not a DNS name or an IPv4 address")
+    return host
+
+
+# Names a backend may never have. RFC 6761 reserves "localhost" and every name under it for
+# loopback; "kubernetes.default..." is the cluster's API server Service in every cluster
+# (kubernetes.io/docs/tasks/run-application/access-api-from-pod); metadata.google.internal is
+# the GCE/GKE metadata server (169.254.169.254).
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")  # RFC 1122 "this network": 0.0.0.0 is us
+_FORBIDDEN_HOSTS = frozenset({"localhost", "kubernetes", "metadata", "metadata.google.internal"})
+
+
+def check_backend_host(
+    host: str, *, app_name: str, model_name: str, cluster_domain: str = "cluster.local"
+) -> str:
+    """Check that a parsed host (:func:`parse_host`) may be a telemetry backend of a proxy.
+
+    Refused: loopback, link-local (``169.254.0.0/16``: cloud metadata), unspecified, multicast
+    and reserved addresses; ``localhost`` and names under it; the Kubernetes API server's names
+    (``kubernetes``, ``kubernetes.default*``); and the proxy itself, application ``app_name`` in
+    ``model_name``: its Service and headless Service in any of their DNS forms, and every unit
+    FQDN. Forwarding to any of these would loop, or fetch what a related charm must never reach.
+
+    Raises:
+        ValueError: the host is refused; the message says why.
+    """
+    if _IPV4_LIKE_RE.fullmatch(host):
+        address = ipaddress.IPv4Address(host)
+        for refused, what in (
+            (address.is_loopback, "a loopback address"),
+            (address.is_link_local, "a link-local address"),
+            (address in _THIS_NETWORK, "an unspecified address"),
+            (address.is_multicast, "a multicast address"),
+            (address.is_reserved, "a reserved address"),
+        ):
+            if refused:
+                raise ValueError(f"backend {host} refused: {what}")
+        return host
+    if host in _FORBIDDEN_HOSTS or host.endswith(".localhost"):
+        raise ValueError(f"backend {show(host)} refused: a loopback or metadata name")
+    if host.startswith("kubernetes.default"):
+        raise ValueError(f"backend {show(host)} refused: the Kubernetes API server")
+    own = (app_name, f"{app_name}-endpoints")
+    for service in own:
+        names = {service, f"{service}.{model_name}", f"{service}.{model_name}.svc"}
+        names.add(f"{service}.{model_name}.svc.{cluster_domain}")
+        if host in names or any(host.endswith("." + name) for name in names if "." in name):
+            raise ValueError(f"backend {show(host)} refused: it is this proxy ({app_name})")
     return host
 
 
