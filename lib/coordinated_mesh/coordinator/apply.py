@@ -253,11 +253,10 @@ def apply_leader(
 ) -> None:
     """Labels, cluster-internal policies, and every application databag (leader only)."""
     endpoints = snapshot.endpoints
+    in_place = True
     if snapshot.mesh.active:
         in_place = _join_mesh(snapshot, decision, calls)
-        app_data = decision.app_data if in_place else decision.held_app_data
     else:
-        app_data = decision.app_data
         # Leaving the mesh: labels first (what makes pods leave), then the policies, which stay
         # while pods are still enrolled.
         calls.run(lambda backend: backend.reconcile_labels(decision.labels))
@@ -269,5 +268,8 @@ def apply_leader(
     for endpoint, protocols in decision.tracing_protocols.items():
         request_tracing_protocols(charm.model, endpoint, protocols)
     for relation in charm.model.relations.get(endpoints.cluster, ()):
+        # Held per relation: a worker application that joined while the policies cannot be
+        # written gets no other relation's mesh labels.
+        app_data = decision.app_data if in_place else decision.held_app_data(relation.id)
         if app_data.write(relation.data[charm.app]):
             logger.info("updated the %s databag of relation %d", relation.name, relation.id)

@@ -69,8 +69,11 @@ class Snapshot:
     resolvers: tuple[str, ...] = ()
     """The nameservers of ``/etc/resolv.conf`` (unparsed: the proxy planner parses them)."""
     mesh: MeshState = field(default_factory=MeshState)
-    published_worker_labels: Mapping[str, str] | None = None
-    """The ``worker_labels`` already in the cluster databags (leader only; ``None``: none)."""
+    published_worker_labels: Mapping[int, Mapping[str, str]] = field(
+        default_factory=dict[int, Mapping[str, str]]
+    )
+    """The ``worker_labels`` already in each cluster relation's databag, by relation id (leader
+    only; a relation that has none published is absent)."""
     worker_config: str | None = None
     """The charm's workload configuration for the workers (its callback's result)."""
     problems: tuple[Problem, ...] = ()
@@ -106,16 +109,23 @@ def _read_workers(
     return tuple(sorted(apps)), tuple(units)
 
 
-def _published_labels(relations: list[ops.Relation], app: ops.Application) -> dict[str, str] | None:
-    """The worker labels already in the cluster databags (the first valid one), if any."""
+def _published_labels(
+    relations: list[ops.Relation], app: ops.Application
+) -> dict[int, Mapping[str, str]]:
+    """The worker labels already in each cluster relation's databag, by relation id.
+
+    Per relation: a worker application that joined since has none, and must not be given
+    another relation's (mesh) labels while its policies cannot be written.
+    """
+    labels: dict[int, Mapping[str, str]] = {}
     for relation in sorted(relations, key=lambda r: r.id):
         try:
             published = CoordinatorAppData.load(relation.data[app])
         except DatabagError:
             continue
         if published.worker_labels is not None:
-            return published.worker_labels
-    return None
+            labels[relation.id] = published.worker_labels
+    return labels
 
 
 def _read_resolvers(path: str) -> tuple[str, ...]:
@@ -185,7 +195,7 @@ def observe(
         backend_workload_tracing_receivers=workload,
         resolvers=_read_resolvers(resolv_conf or RESOLV_CONF),
         mesh=mesh_state,
-        published_worker_labels=_published_labels(cluster, charm.app) if is_leader else None,
+        published_worker_labels=_published_labels(cluster, charm.app) if is_leader else {},
         worker_config=worker_config() if worker_config else None,
         problems=tuple(problems),
     )
