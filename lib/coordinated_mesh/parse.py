@@ -29,6 +29,7 @@ __all__ = [
     "check_backend_host",
     "is_app_name",
     "is_dns_name",
+    "is_juju_owned_label",
     "is_model_name",
     "is_model_uuid",
     "is_valid_label_value",
@@ -48,6 +49,7 @@ __all__ = [
     "unit_fqdn",
     "unit_path_name",
     "validate_labels",
+    "validate_mesh_labels",
 ]
 
 MAX_URL_LENGTH = 2048
@@ -500,6 +502,35 @@ def validate_labels(labels: dict[str, str]) -> dict[str, str]:
         if not LABEL_VALUE_RE.fullmatch(value):
             raise ValueError(f"{value!r} (label {key!r}) is not a valid Kubernetes label value")
     return labels
+
+
+# Juju labels every application's StatefulSet, pods and Service with these, and selects its pods
+# by app.kubernetes.io/name (juju/juju internal/provider/kubernetes/utils: LabelKubernetesAppName,
+# LabelKubernetesAppManaged); keys under the juju.is domain are Juju's own ("model.juju.is/name").
+_JUJU_OWNED_KEYS = frozenset({"app.kubernetes.io/name", "app.kubernetes.io/managed-by"})
+
+
+def is_juju_owned_label(key: str) -> bool:
+    """Whether a label key is Juju's: its selector, ``managed-by`` or any ``juju.is`` key."""
+    prefix = key.split("/", 1)[0] if "/" in key else ""
+    return key in _JUJU_OWNED_KEYS or prefix == "juju.is" or prefix.endswith(".juju.is")
+
+
+def validate_mesh_labels(labels: dict[str, str]) -> dict[str, str]:
+    """:func:`validate_labels`, and no key Juju owns (:func:`is_juju_owned_label`).
+
+    Labels another charm asks us to put on pods (the beacon's, the coordinator's) may never
+    take over one of Juju's: a pod template whose selector label changes is rejected (422) on
+    every hook, and ``managed-by`` tells tools who owns the object.
+
+    Raises:
+        ValueError: naming the first invalid or Juju-owned key.
+    """
+    for key in sorted(labels):
+        if is_juju_owned_label(key):
+            what = " (its pod selector)" if key == "app.kubernetes.io/name" else ""
+            raise ValueError(f"{show(key)} is a label Juju owns{what}")
+    return validate_labels(labels)
 
 
 def is_valid_label_value(value: str) -> bool:

@@ -113,6 +113,11 @@ class FakeKubernetes:
         self._call("owned_policies", policies=True)
         return [self.policies[k] for k in sorted(self.policies)]
 
+    def delete_label_memory(self) -> bool:
+        self._call("delete_label_memory")
+        self.writes.append("delete_label_memory")
+        return True
+
     def policy_wires(self) -> list[dict[str, Any]]:
         return [self.policies[k] for k in sorted(self.policies)]
 

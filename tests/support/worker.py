@@ -28,6 +28,7 @@ class FakeLabels:
     writes: list[dict[str, str]] = dataclasses.field(default_factory=list[dict[str, str]])
     reads: int = 0
     error: Exception | None = None
+    memory_deleted: bool = False
 
     def reconcile_labels(self, labels: Mapping[str, str]) -> bool:
         self.reads += 1
@@ -44,6 +45,12 @@ class FakeLabels:
         if self.error is not None:
             raise self.error
         return dict(self.labels)
+
+    def delete_label_memory(self) -> bool:
+        if self.error is not None:
+            raise self.error
+        self.memory_deleted = True
+        return True
 
 
 def worker_charm_type(labels: FakeLabels | None) -> type[Any]:

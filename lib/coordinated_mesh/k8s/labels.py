@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from coordinated_mesh.k8s.client import MANAGED_BY, AppClient, api_errors
-from coordinated_mesh.parse import validate_labels
+from coordinated_mesh.parse import is_juju_owned_label, validate_labels
 
 if TYPE_CHECKING:  # lightkube's models are imported when a call needs them, not with the module
     from lightkube import Client
@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # lightkube's models are imported when a call needs them, not
 __all__ = [
     "AppLabels",
     "LabelPlan",
+    "delete_label_memory",
     "label_patch",
     "managed_charm_labels",
     "memory_name",
@@ -84,6 +85,8 @@ class LabelPlan:
     """The patch for the Service labels."""
     memory_after: dict[str, str] | None
     """The memory to record at the end (the wanted set), or ``None`` when already recorded."""
+    not_ours: tuple[str, ...] = ()
+    """Wanted keys left alone because someone else set them (Juju, an operator), sorted."""
 
     @property
     def writes(self) -> bool:
@@ -113,12 +116,36 @@ def plan_labels(
         service_labels: the Service's labels now.
         selector: the StatefulSet selector's keys: Juju's own identity labels, never removed from
             either object (the selector must keep matching the pods).
+
+    A wanted key that is on either object with another value but not in ``previous`` was set by
+    someone else, Juju or an operator: it is neither overwritten nor remembered as ours, so it is
+    never removed either (``not_ours`` names it). One with the wanted value is taken as ours (a
+    lost memory is rebuilt). A selector key or a key Juju owns is never ours.
     """
-    wanted = dict(sorted(wanted.items()))
+
+    def set_otherwise(key: str) -> bool:
+        return any(
+            key in labels and labels[key] != wanted[key]
+            for labels in (
+                statefulset_labels,
+                service_labels,
+            )
+        )
+
+    foreign = {
+        key
+        for key in wanted
+        if key in selector
+        or is_juju_owned_label(key)
+        or (key not in previous and set_otherwise(key))
+    }
+    wanted = {k: v for k, v in sorted(wanted.items()) if k not in foreign}
+    # Never removed either, even if an older version took them over and remembered them.
+    protected = {*selector, *(key for key in previous if is_juju_owned_label(key))}
     statefulset = label_patch(
-        statefulset_labels, wanted=wanted, previous=previous, protected=selector
+        statefulset_labels, wanted=wanted, previous=previous, protected=protected
     )
-    service = label_patch(service_labels, wanted=wanted, previous=previous, protected=selector)
+    service = label_patch(service_labels, wanted=wanted, previous=previous, protected=protected)
     intent = dict(sorted({**previous, **wanted}.items()))
     adds = any(value is not None for value in (*statefulset.values(), *service.values()))
     memory_before = intent if adds and intent != dict(previous) else None
@@ -128,6 +155,7 @@ def plan_labels(
         statefulset=statefulset,
         service=service,
         memory_after=wanted if recorded != wanted else None,
+        not_ours=tuple(sorted(foreign)),
     )
 
 
@@ -248,6 +276,12 @@ def reconcile_charm_labels(
             selector=selector.keys(),
         )
         exists = config_map is not None
+        if plan.not_ours:
+            logger.warning(
+                "not setting labels of %s that someone else set: %s",
+                app_name,
+                ", ".join(plan.not_ours),
+            )
         if plan.memory_before is not None:
             _write_memory(
                 client,
@@ -290,6 +324,29 @@ def reconcile_charm_labels(
     return plan.writes
 
 
+def delete_label_memory(client: Client, *, app_name: str, namespace: str) -> bool:
+    """Delete the ConfigMap remembering ``app_name``'s labels; whether there was one.
+
+    For the removal of the application: its StatefulSet and Service go with it, the memory would
+    stay forever otherwise.
+
+    Raises:
+        KubernetesError: the API failed (``ForbiddenError`` when the app is not trusted).
+    """
+    from lightkube import ApiError
+    from lightkube.resources.core_v1 import ConfigMap
+
+    with api_errors(app_name=app_name):
+        try:
+            client.delete(ConfigMap, memory_name(app_name), namespace=namespace)
+        except ApiError as error:
+            if error.status.code == 404:
+                return False
+            raise
+    logger.info("deleted the label memory %s", memory_name(app_name))
+    return True
+
+
 class AppLabels:
     """The labels an application's leader manages on its own StatefulSet and Service.
 
@@ -311,5 +368,12 @@ class AppLabels:
         """The labels applied last (``{}`` when none)."""
         client = self._client
         return managed_charm_labels(
+            client.get(), app_name=client.app_name, namespace=client.namespace
+        )
+
+    def delete_label_memory(self) -> bool:
+        """Delete the label memory (on the application's removal); whether there was one."""
+        client = self._client
+        return delete_label_memory(
             client.get(), app_name=client.app_name, namespace=client.namespace
         )

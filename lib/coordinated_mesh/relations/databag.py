@@ -95,7 +95,8 @@ class DatabagModel(pydantic.BaseModel):
             raise DatabagError("a value is nested too deeply") from None
         except pydantic.ValidationError as e:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+                f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: "
+                + err["msg"].removeprefix("Value error, ")  # our validators' own messages
                 for err in e.errors()
             )
             raise DatabagError(problems) from None
