@@ -427,8 +427,58 @@ def render(package: ModuleType) -> str:
     lines.append("")
     for name, obj in objects.items():
         lines += object_section(name, obj)
+    lines += testing_sections()
     text = "\n".join(lines)
     return re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n"
+
+
+def testing_sections() -> list[str]:
+    """The sections of ``coordinated_mesh.testing``: its own names, then its re-exports."""
+    import importlib
+
+    module = importlib.import_module(f"{PACKAGE}.testing")
+    own = {n: getattr(module, n) for n in sorted(module.__all__)}
+    defined = {n: o for n, o in own.items() if getattr(o, "__module__", "") == module.__name__}
+    lines = [f"## Module `{module.__name__}`", "", to_markdown(inspect.getdoc(module) or ""), ""]
+    lines += ["| name | kind | summary |", "|---|---|---|"]
+    for name, obj in defined.items():
+        anchor = f"testing{name.lower()}"
+        lines.append(f"| [`testing.{name}`](#{anchor}) | {_kind(obj)} | {summary(obj.__doc__)} |")
+    reexports = [f"`{n}` (from `{o.__module__}`)" for n, o in own.items() if n not in defined]
+    if reexports:
+        lines += [
+            "",
+            "Also re-exported, to act like Kubernetes in tests: " + ", ".join(reexports) + ".",
+        ]
+    lines.append("")
+    for name, obj in defined.items():
+        lines += object_section(f"testing.{name}", obj)
+    return lines
+
+
+def warnings_of(package: ModuleType) -> list[str]:
+    """What the reference would lack: public names and members without a docstring."""
+    import importlib
+
+    found: list[str] = []
+    testing = importlib.import_module(f"{PACKAGE}.testing")
+    named = [(n, getattr(package, n)) for n in sorted(package.__all__) if n != "__version__"]
+    named += [
+        (f"testing.{n}", getattr(testing, n))
+        for n in sorted(testing.__all__)
+        if getattr(getattr(testing, n), "__module__", "") == testing.__name__
+    ]
+    for name, obj in named:
+        if not inspect.getdoc(obj):
+            found.append(f"{name}: no docstring")
+        if inspect.isclass(obj) and not issubclass(obj, enum.Enum):
+            for member, value in _members(obj):
+                function = value.fget if isinstance(value, property) else value
+                if isinstance(function, classmethod | staticmethod):
+                    function = function.__func__
+                if function is not None and not inspect.getdoc(function):
+                    found.append(f"{name}.{member}: no docstring")
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -440,8 +490,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=OUTPUT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    text = render(load_package())
+    package = load_package()
+    text = render(package)
     output: Path = args.output
+    warnings = warnings_of(package)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.check and warnings:
+        print(f"{len(warnings)} warnings: every public name needs its docs", file=sys.stderr)
+        return 1
     if args.check:
         current = output.read_text() if output.exists() else None
         if current != text:

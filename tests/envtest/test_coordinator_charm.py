@@ -327,13 +327,13 @@ def test_mesh_removed_policies_stay_while_a_pod_is_enrolled_and_go_when_it_leave
     )
 
     # update-status re-checks; while draining nothing is written, and the pod's own label
-    # settles it: 3 GETs for labels, the owned policies, the pods; no namespace read.
+    # settles it: 2 GETs for labels (the memory is known), the owned policies, the pods; no
+    # namespace read.
     request_log.clear()
     out = ctx.run(ctx.on.update_status(), out)
     assert request_log.writes() == []
     assert sorted(r.resource for r in request_log.requests) == [
         "authorizationpolicies",
-        "configmaps",
         "pods",
         "services",
         "statefulsets",

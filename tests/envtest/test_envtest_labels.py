@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pytest
 from coordinated_mesh.k8s.client import ForbiddenError
@@ -174,3 +174,78 @@ def test_unreadable_memory_is_replaced(k8s_client: Client, app: JujuApp):
 
     assert managed_charm_labels(k8s_client, app_name="coord", namespace=app.namespace) == MESH
     assert app.template_labels() == {**JUJU, **MESH}
+
+
+# --- The leader's cache of the label memory ---------------------------------------------------
+
+
+class DictCache:
+    """A ``LabelCache`` in memory (the charms keep theirs in ``ops``' unit state)."""
+
+    def __init__(self) -> None:
+        self.labels: dict[str, str] | None = None
+
+    def recall(self) -> dict[str, str] | None:
+        return None if self.labels is None else dict(self.labels)
+
+    def remember(self, labels: Mapping[str, str]) -> None:
+        self.labels = dict(labels)
+
+
+def reconcile_cached(client: Client, app: JujuApp, labels: dict[str, str], cache: DictCache):
+    return reconcile_charm_labels(
+        client, app_name=app.name, namespace=app.namespace, labels=labels, cache=cache
+    )
+
+
+def test_with_the_cache_the_steady_state_reads_two_objects(
+    k8s_client: Client, app: JujuApp, request_log: RequestLog
+):
+    cache = DictCache()
+    assert reconcile_cached(k8s_client, app, MESH, cache) is True
+    assert cache.labels == MESH
+    request_log.clear()
+
+    assert reconcile_cached(k8s_client, app, MESH, cache) is False
+
+    assert request_log.writes() == []
+    assert sorted(r.resource for r in request_log.requests) == ["services", "statefulsets"]
+
+
+def test_with_the_cache_a_juju_reset_is_still_repaired(
+    k8s_client: Client, app: JujuApp, request_log: RequestLog
+):
+    cache = DictCache()
+    reconcile_cached(k8s_client, app, MESH, cache)
+    app.juju_reset()
+    request_log.clear()
+
+    assert reconcile_cached(k8s_client, app, MESH, cache) is True
+
+    assert app.template_labels() == {**JUJU, **MESH}
+    assert [(r.method, r.resource) for r in request_log.writes()] == [("PATCH", "statefulsets")]
+
+
+def test_a_change_is_planned_from_the_configmap_and_the_cache(k8s_client: Client, app: JujuApp):
+    cache = DictCache()
+    reconcile_cached(k8s_client, app, MESH, cache)
+    # The memory is deleted out of band: the cache still knows what we applied.
+    k8s_client.delete(ConfigMap, memory_name("coord"), namespace=app.namespace)
+    without_mesh = {"app.kubernetes.io/part-of": "coord"}
+
+    assert reconcile_cached(k8s_client, app, without_mesh, cache) is True
+
+    assert app.template_labels() == {**JUJU, **without_mesh}  # the mesh labels are gone
+    assert managed_charm_labels(k8s_client, app_name="coord", namespace=app.namespace) == (
+        without_mesh
+    )
+    assert cache.labels == without_mesh
+
+
+def test_a_stale_cache_does_not_skip_a_write(k8s_client: Client, app: JujuApp):
+    cache = DictCache()
+    reconcile_cached(k8s_client, app, MESH, cache)
+    cache.labels = {"app.kubernetes.io/part-of": "coord"}  # as another leader left it
+
+    assert reconcile_cached(k8s_client, app, MESH, cache) is False  # in place: nothing to write
+    assert cache.labels == MESH

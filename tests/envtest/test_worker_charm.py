@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from lightkube import Client
 from lightkube.resources.apps_v1 import StatefulSet
 from lightkube.resources.core_v1 import Service
@@ -120,12 +121,12 @@ def test_labels_land_once_and_others_labels_survive(
     assert app.template_labels() == {**JUJU_LABELS, **MESH}
     assert MESH.items() <= app.service_labels().items()
 
-    # A second identical hook only reads: the memory, the StatefulSet and the Service.
+    # A second identical hook only reads the StatefulSet and the Service: the label memory is
+    # known from the leader's own state, written in the first hook.
     request_log.clear()
     out = ctx.run(ctx.on.update_status(), out)
     assert request_log.writes() == []
     assert sorted(worker_requests(request_log)) == [
-        ("GET", "configmaps"),
         ("GET", "services"),
         ("GET", "statefulsets"),
     ]
@@ -210,4 +211,6 @@ def test_without_trust_the_status_says_juju_trust(
     )
     assert app.template_labels() == JUJU_LABELS
     # The workload is configured all the same.
-    assert (tmp_path / "prometheus.yml").read_text().startswith("global: {}")
+    config = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
+    assert config["global"]["external_labels"]["juju_unit"] == f"{APP}/0"
+    assert config["scrape_configs"][0]["job_name"] == "prometheus"

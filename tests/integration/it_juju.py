@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import shlex
 import shutil
 import subprocess
@@ -432,32 +433,58 @@ def direct_metrics_url(data: WorkerUnitData) -> str:
     return f"http://{data.address}:{endpoint.port}{endpoint.path}"
 
 
+def relabelled_targets(job: dict[str, Any]) -> list[dict[str, str]]:
+    """The labels of each target of ``job`` after its ``relabel_configs`` (``replace`` only).
+
+    Prometheus' semantics for the action ``replace`` (the default): ``source_labels`` joined by
+    ``;``, matched against the fully anchored ``regex`` (default ``(.*)``); on a match,
+    ``target_label`` is set to ``replacement`` (default ``$1``) with ``$n``/``${n}`` expanded.
+    Source: the Prometheus configuration reference, ``<relabel_config>``.
+    """
+    labels_list: list[dict[str, str]] = []
+    for static_config in job.get("static_configs") or []:
+        for target in static_config.get("targets") or []:
+            labels = {
+                "__address__": str(target),
+                "__metrics_path__": str(job.get("metrics_path") or "/metrics"),
+                **{str(k): str(v) for k, v in (static_config.get("labels") or {}).items()},
+            }
+            for rc in job.get("relabel_configs") or []:
+                if rc.get("action", "replace") != "replace":
+                    raise AssertionError(f"unsupported relabel action in {rc}")
+                value = ";".join(labels.get(name, "") for name in rc.get("source_labels") or [])
+                match = re.fullmatch(str(rc.get("regex", "(.*)")), value)
+                if match is None:
+                    continue
+                replacement = str(rc.get("replacement", "$1"))
+                groups = (match.group(0), *match.groups())
+                expanded = re.sub(
+                    r"\$\{?([0-9]+)\}?",
+                    lambda m, groups=groups: groups[int(m.group(1))] or "",
+                    replacement,
+                )
+                labels[str(rc["target_label"])] = expanded
+            labels_list.append(labels)
+    return labels_list
+
+
 def proxied_metrics_urls(
     juju: jubilant.Juju, prometheus_unit: str, coordinator: str
 ) -> dict[str, str]:
     """Worker unit -> the URL Prometheus scrapes it at (through the coordinator's proxy).
 
-    Read from the scrape jobs the coordinator publishes on ``metrics-endpoint``: the jobs whose
-    metrics path is ``/proxy/worker/...``, keyed by the ``juju_unit`` their relabelling sets.
+    Read from the scrape jobs the coordinator publishes on ``metrics-endpoint``: the targets
+    whose metrics path (after relabelling) is ``/proxy/worker/...``, keyed by their ``juju_unit``.
     """
     data = remote_app_data(juju, prometheus_unit, "metrics-endpoint", coordinator)
     jobs: list[dict[str, Any]] = json.loads(data.get("scrape_jobs") or "[]")
     urls: dict[str, str] = {}
     for job in jobs:
-        path = str(job.get("metrics_path") or "/metrics")
-        if not path.startswith("/proxy/worker/"):
-            continue
-        unit = next(
-            (
-                str(rc["replacement"])
-                for rc in job.get("relabel_configs") or []
-                if rc.get("target_label") == "juju_unit" and rc.get("replacement")
-            ),
-            None,
-        )
-        targets = [t for sc in job.get("static_configs") or [] for t in sc.get("targets") or []]
-        if unit and targets:
-            urls[unit] = f"{job.get('scheme') or 'http'}://{targets[0]}{path}"
+        for labels in relabelled_targets(job):
+            path = labels["__metrics_path__"]
+            unit = labels.get("juju_unit")
+            if path.startswith("/proxy/worker/") and unit:
+                urls[unit] = f"{job.get('scheme') or 'http'}://{labels['__address__']}{path}"
     return dict(sorted(urls.items()))
 
 

@@ -29,6 +29,13 @@ import pack
 import pytest
 from charm_sources import CHANNELS, COORDINATOR, WORKER, oci_resources
 from coordinated_mesh.mesh.policies import Endpoint, MeshPolicy, Method, PolicyTargetType
+from coordinated_mesh.proxy.config import WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.plan import (
+    CoordinatorIdentity,
+    TelemetryProxyInputs,
+    build_telemetry_proxy,
+)
+from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
 from it_juju import (
     NotReadyError,
     ProbeResult,
@@ -385,6 +392,7 @@ def test_remote_app_data_picks_the_relation_of_that_application():
 
 def test_proxied_metrics_urls_reads_the_worker_jobs_only():
     def job(unit: str) -> dict[str, Any]:
+        """A job per unit, as coordinators before per-application jobs published."""
         flat = unit.replace("/", "-")
         return {
             "job_name": flat,
@@ -396,8 +404,23 @@ def test_proxied_metrics_urls_reads_the_worker_jobs_only():
             ],
         }
 
+    plan = build_telemetry_proxy(
+        TelemetryProxyInputs(
+            identity=CoordinatorIdentity("coordinator", NS, "00000000-0000-4000-8000-000000000001"),
+            config=WorkerTelemetryProxyConfig(http_port=8080, https_port=8080),
+            workers=[
+                WorkerUnitData(
+                    juju_topology=JujuTopology(application="w-c", unit=f"w-c/{n}", charm_name="w"),
+                    address=f"w-c-{n}.w-c-endpoints.{NS}.svc.cluster.local",
+                    metrics_endpoint=MetricsEndpoint(port=9090),
+                )
+                for n in (0, 12)
+            ],
+        )
+    )
     jobs = [{"job_name": "nginx", "static_configs": [{"targets": ["*:9113"]}]}, job("w-b/0")]
     jobs.append(job("w-a/1"))
+    jobs.extend(plan.scrape_jobs)  # the exporter's and one per application
     info = _show_unit(
         "prometheus/0", "metrics-endpoint", {"scrape_jobs": json.dumps(jobs)}, {"coordinator/0": {}}
     )
@@ -405,6 +428,8 @@ def test_proxied_metrics_urls_reads_the_worker_jobs_only():
     assert proxied_metrics_urls(juju, "prometheus/0", "coordinator") == {
         "w-a/1": f"http://coordinator.{NS}.svc.cluster.local:8080/proxy/worker/w-a-1/metrics",
         "w-b/0": f"http://coordinator.{NS}.svc.cluster.local:8080/proxy/worker/w-b-0/metrics",
+        "w-c/0": f"http://coordinator.{NS}.svc.cluster.local:8080/proxy/worker/w-c-0/metrics",
+        "w-c/12": f"http://coordinator.{NS}.svc.cluster.local:8080/proxy/worker/w-c-12/metrics",
     }
     with pytest.raises(AssertionError, match="no 'metrics-endpoint' relation with loki"):
         proxied_metrics_urls(juju, "prometheus/0", "loki")

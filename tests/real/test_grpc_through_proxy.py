@@ -2,14 +2,19 @@
 
 The upstream is a minimal cleartext HTTP/2 gRPC responder built on ``h2``; the client is curl
 with prior-knowledge HTTP/2, which is what a gRPC client speaks to an ``otlp_grpc`` receiver.
-The upstream is named ``tempo.test`` and resolved by nginx at request time (see conftest).
+An OTLP/HTTP receiver serving only TLS checks the same for HTTP. The upstream is named
+``tempo.test`` and resolved by nginx at request time (see conftest).
+A second upstream serves only TLS (a certificate for ``tempo.test`` made by ``openssl``), as Tempo
+does on every receiver port once its ``otlp_http`` is ``https``: the proxy must speak ``grpcs``.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import subprocess
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +27,11 @@ from coordinated_mesh.proxy.plan import (
     TelemetryProxyInputs,
     build_telemetry_proxy,
 )
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support.binaries import require_binary
 from tests.support.nginx import RunningNginx, free_port, nginx_settings, wait_for_port
+from tests.support.otlp import otlp_receiver
 
 h2_config: Any = pytest.importorskip("h2.config", reason="the h2 package is not installed")
 h2_connection: Any = pytest.importorskip("h2.connection")
@@ -64,10 +71,20 @@ def _serve_connection(sock: socket.socket, seen: list[tuple[dict[str, str], byte
             sock.sendall(conn.data_to_send())
 
 
-@pytest.fixture
-def grpc_upstream() -> Iterator[tuple[int, list[tuple[dict[str, str], bytes]]]]:
+def _start_grpc_upstream(
+    seen: list[tuple[dict[str, str], bytes]], tls: ssl.SSLContext | None = None
+) -> socket.socket:
+    """A gRPC responder on loopback; with ``tls``, it accepts TLS connections only."""
     listener = socket.create_server(("127.0.0.1", 0))
-    seen: list[tuple[dict[str, str], bytes]] = []
+
+    def serve(sock: socket.socket) -> None:
+        if tls is not None:
+            try:
+                sock = tls.wrap_socket(sock, server_side=True)
+            except (ssl.SSLError, OSError):
+                sock.close()  # not TLS (or a failed handshake): nothing is served
+                return
+        _serve_connection(sock, seen)
 
     def accept() -> None:
         while True:
@@ -75,11 +92,44 @@ def grpc_upstream() -> Iterator[tuple[int, list[tuple[dict[str, str], bytes]]]]:
                 sock, _ = listener.accept()
             except OSError:
                 return
-            threading.Thread(target=_serve_connection, args=(sock, seen), daemon=True).start()
+            threading.Thread(target=serve, args=(sock,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
+    return listener
+
+
+@pytest.fixture
+def grpc_upstream() -> Iterator[tuple[int, list[tuple[dict[str, str], bytes]]]]:
+    seen: list[tuple[dict[str, str], bytes]] = []
+    listener = _start_grpc_upstream(seen)
     yield listener.getsockname()[1], seen
     listener.close()
+
+
+def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate and key for ``name``, made by the real ``openssl``."""
+    openssl = require_binary("openssl")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def _send_export(curl: str, grpc_port: int, message: bytes) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [
+            curl, "-sS", "--http2-prior-knowledge", "-o", "/dev/null",
+            "-w", "%{http_code} %{http_version}",
+            "-H", "content-type: application/grpc",
+            "--data-binary", "@-",
+            f"http://127.0.0.1:{grpc_port}{EXPORT}",
+        ],
+        input=message, capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
 
 
 def test_otlp_grpc_reaches_the_receiver(
@@ -132,3 +182,90 @@ def test_otlp_grpc_reaches_the_receiver(
         assert len(seen) == 1
     finally:
         nginx.stop()
+
+
+def test_otlp_grpc_to_a_tls_receiver_is_sent_over_tls(
+    nginx_bin: str, tmp_path: Path, fake_dns: str
+):
+    """Tempo with TLS: ``otlp_http`` is ``https``, ``otlp_grpc`` still ``host:port``."""
+    curl = require_binary("curl")
+    cert, key = _certificate(tmp_path, "tempo.test")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    tls.set_alpn_protocols(["h2"])
+    server_names: list[str | None] = []
+    tls.sni_callback = lambda _sock, name, _ctx: server_names.append(name)
+    seen: list[tuple[dict[str, str], bytes]] = []
+    listener = _start_grpc_upstream(seen, tls)
+    upstream_port = listener.getsockname()[1]
+    http_port, grpc_port = free_port(), free_port()
+    plan = build_telemetry_proxy(
+        TelemetryProxyInputs(
+            identity=IDENTITY,
+            config=WorkerTelemetryProxyConfig(http_port, http_port, grpc_port=grpc_port),
+            backend_workload_tracing_receivers={
+                "otlp_grpc": f"tempo.test:{upstream_port}",
+                "otlp_http": f"https://tempo.test:{upstream_port + 1}",
+            },
+            resolvers=[fake_dns],
+            status_port=free_port(),
+        )
+    )
+    assert [route.tls for route in plan.grpc_routes] == [True]
+    nginx = RunningNginx(nginx_bin, tmp_path, render_nginx_config(plan, nginx_settings(tmp_path)))
+    try:
+        wait_for_port(grpc_port)
+        message = b"\x00\x00\x00\x00\x03abc"
+        result = _send_export(curl, grpc_port, message)
+        assert result.stdout.decode() == "200 2", (result.stderr, nginx.log())
+        ((headers, body),) = seen  # served by the TLS-only responder: it arrived over TLS
+        assert headers[":path"] == EXPORT
+        assert body == message
+        assert server_names == ["tempo.test"]  # SNI names the receiver
+    finally:
+        nginx.stop()
+        listener.close()
+
+
+def test_otlp_http_to_a_tls_receiver_is_sent_over_tls(
+    nginx_bin: str, tmp_path: Path, fake_dns: str
+):
+    cert, key = _certificate(tmp_path, "tempo.test")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server_names: list[str | None] = []
+    tls.sni_callback = lambda _sock, name, _ctx: server_names.append(name)
+    http_port = free_port()
+    with otlp_receiver(tls) as receiver:
+        plan = build_telemetry_proxy(
+            TelemetryProxyInputs(
+                identity=IDENTITY,
+                config=WorkerTelemetryProxyConfig(http_port, http_port),
+                backend_workload_tracing_receivers={
+                    "otlp_http": f"https://tempo.test:{receiver.port}"
+                },
+                resolvers=[fake_dns],
+                status_port=free_port(),
+            )
+        )
+        nginx = RunningNginx(
+            nginx_bin, tmp_path, render_nginx_config(plan, nginx_settings(tmp_path))
+        )
+        try:
+            wait_for_port(http_port)
+            request = ExportTraceServiceRequest()
+            span = request.resource_spans.add().scope_spans.add().spans.add()
+            span.name, span.trace_id, span.span_id = "export", b"\x01" * 16, b"\x02" * 8
+            answer = urllib.request.urlopen(
+                urllib.request.Request(
+                    f"http://127.0.0.1:{http_port}/proxy/workload-tracing/otlp_http/v1/traces",
+                    data=request.SerializeToString(),
+                    headers={"Content-Type": "application/x-protobuf"},
+                ),
+                timeout=10,
+            )
+            assert answer.status == 200, nginx.log()
+            assert [s.name for s in receiver.spans] == ["export"]  # decoded, over TLS only
+            assert server_names == ["tempo.test"]
+        finally:
+            nginx.stop()

@@ -5,6 +5,10 @@ coordinator hands out; a "central" Prometheus receives it (``--web.enable-remote
 and scrapes the worker through the proxy with the scrape job the coordinator publishes. Querying
 the central one proves both paths and the Juju topology labels set by ``relabel_configs``.
 
+Remote-write topology: several worker Prometheus, configured by the worker charm's own
+``render_prometheus_config`` with their unit's Juju labels, remote-write into one receiver; each
+unit's series stay distinct and none is rejected.
+
 Queries: two worker Prometheus behind the worker query API route answer Grafana's requests
 (``/query/api/v1/...``, GET and POST), each of them some of the time.
 """
@@ -28,11 +32,18 @@ from coordinated_mesh.proxy.plan import (
     TelemetryProxyInputs,
     build_telemetry_proxy,
 )
-from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
+from coordinated_mesh.relations.cluster import (
+    JujuTopology,
+    MetricsEndpoint,
+    WorkerUnitData,
+    juju_topology_labels,
+)
 
 from tests.support.binaries import require_binary
+from tests.support.charm_loader import load_charm_module
 from tests.support.nginx import RunningNginx, free_port, nginx_settings, wait_for_port
 
+WORKER_CHARM = load_charm_module("worker")
 UUID = "12345678-1234-4234-8234-123456789abc"
 IDENTITY = CoordinatorIdentity("coordinator", "mymodel", UUID)
 
@@ -42,14 +53,15 @@ def _plan(worker_port: int, central_port: int, proxy_port: int, dns: str):
         TelemetryProxyInputs(
             identity=IDENTITY,
             config=WorkerTelemetryProxyConfig(http_port=proxy_port, https_port=proxy_port),
-            workers=[
+            workers=[  # two units of one application, both served by the one worker Prometheus
                 WorkerUnitData(
                     juju_topology=JujuTopology(
-                        application="worker", unit="worker/0", charm_name="mesh-worker-k8s"
+                        application="worker", unit=f"worker/{n}", charm_name="mesh-worker-k8s"
                     ),
                     address="127.0.0.1",
                     metrics_endpoint=MetricsEndpoint(port=worker_port, path="/metrics"),
                 )
+                for n in (0, 10)
             ],
             backend_remote_write_urls={
                 # A name (resolved by the test DNS to loopback): a loopback address is refused.
@@ -188,20 +200,26 @@ def test_scrape_and_remote_write_through_the_proxy(
         logs = [tmp_path / "central" / "log", tmp_path / "worker" / "log", nginx.log_path]
         wait_for_port(central_port, timeout=30)
 
-        # Scraped by the central Prometheus through /proxy/worker/worker-0/metrics, labelled.
-        up = _eventually(
-            lambda: central.query('up{job="worker-0"} == 1'), "the proxied scrape", logs
-        )
-        assert up[0]["metric"] == {
-            "__name__": "up",
-            "instance": f"127.0.0.1:{proxy_port}",
-            "job": "worker-0",
-            "juju_application": "worker",
-            "juju_charm": "mesh-worker-k8s",
-            "juju_model": "mymodel",
-            "juju_model_uuid": UUID,
-            "juju_unit": "worker/0",
-        }
+        # Scraped by the central Prometheus through /proxy/worker/worker-<n>/metrics: one job
+        # for the application, one target per unit, each relabelled with its unit.
+        def both_units_up() -> list[dict[str, Any]] | None:
+            result = central.query('up{job="workers-worker"} == 1')
+            return result if len(result) == 2 else None
+
+        up = _eventually(both_units_up, "the proxied scrapes of both units", logs)
+        assert sorted((s["metric"] for s in up), key=lambda m: m["juju_unit"]) == [
+            {
+                "__name__": "up",
+                "instance": f"127.0.0.1:{proxy_port}",
+                "job": "workers-worker",
+                "juju_application": "worker",
+                "juju_charm": "mesh-worker-k8s",
+                "juju_model": "mymodel",
+                "juju_model_uuid": UUID,
+                "juju_unit": unit,
+            }
+            for unit in ("worker/0", "worker/10")
+        ]
         # Remote-written by the worker Prometheus through /proxy/remote-write/prometheus-0/write.
         _eventually(
             lambda: central.query('prometheus_build_info{sent_by="worker"}'),
@@ -211,6 +229,120 @@ def test_scrape_and_remote_write_through_the_proxy(
         access = (nginx_dir / "access.log").read_text()
         assert "POST /proxy/remote-write/prometheus-0/write" in access
         assert "GET /proxy/worker/worker-0/metrics" in access
+        assert "GET /proxy/worker/worker-10/metrics" in access
+    finally:
+        for prometheus in started:
+            prometheus.stop()
+        nginx.stop()
+
+
+def _worker_charm_config(unit: str, port: int, remote_write: str) -> dict[str, Any]:
+    """The worker charm's ``prometheus.yml`` for ``unit``, run on loopback ``port``.
+
+    In a pod every unit scrapes itself at ``localhost:9090``; here the port differs per unit, so
+    the target moves and ``instance`` is set back to ``localhost:9090``: the labels the units
+    would otherwise collide on are exactly those of the pods.
+    """
+    labels = juju_topology_labels(
+        JujuTopology(application="worker", unit=unit, charm_name="mesh-worker-k8s"),
+        model_name="mymodel",
+        model_uuid=UUID,
+    )
+    text, notes = WORKER_CHARM.render_prometheus_config(
+        base="global:\n  scrape_interval: 1s\n",
+        remote_write_urls=[remote_write],
+        tracing=None,
+        external_labels=labels,
+    )
+    assert notes == []
+    config = yaml.safe_load(text)
+    assert config["global"]["external_labels"] == labels
+    (job,) = config["scrape_configs"]
+    assert job["static_configs"] == [{"targets": [f"localhost:{WORKER_CHARM.PORT}"]}]
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
+    job["relabel_configs"] = [
+        {"target_label": "instance", "replacement": f"localhost:{WORKER_CHARM.PORT}"}
+    ]
+    for entry in config["remote_write"]:
+        entry["queue_config"] = {"batch_send_deadline": "1s"}
+    return config
+
+
+REJECTIONS = ("out of order", "out-of-order", "out of bounds", "duplicate sample")
+"""What the receiver logs when it refuses remote-written samples (and answers HTTP 400)."""
+
+
+def test_units_remote_write_distinct_series_with_their_topology(
+    nginx_bin: str, prometheus_bin: str, tmp_path: Path, fake_dns: str
+):
+    """Three worker units remote-write their self-scrape through nginx into one receiver."""
+    units = ["worker/0", "worker/1", "worker/2"]
+    proxy_port, receiver_port = free_port(), free_port()
+    plan = _plan(free_port(), receiver_port, proxy_port, fake_dns)
+    assert plan.problems == ()
+    remote_write = plan.proxied_telemetry.remote_write_urls[0].replace(
+        f"{IDENTITY.service_fqdn}:{proxy_port}", f"127.0.0.1:{proxy_port}"
+    )
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    nginx = RunningNginx(
+        nginx_bin, nginx_dir, render_nginx_config(plan, nginx_settings(nginx_dir, access_log=True))
+    )
+    started: list[_Prometheus] = []
+    try:
+        wait_for_port(proxy_port)
+        receiver = _Prometheus(
+            prometheus_bin,
+            tmp_path / "receiver",
+            receiver_port,
+            {"global": {"scrape_interval": "1m"}},
+            "--web.enable-remote-write-receiver",
+        )
+        started.append(receiver)
+        wait_for_port(receiver_port, timeout=30)
+        for n, unit in enumerate(units):
+            port = free_port()
+            config = _worker_charm_config(unit, port, remote_write)
+            started.append(_Prometheus(prometheus_bin, tmp_path / f"w{n}", port, config))
+        logs = [p.directory / "log" for p in started] + [nginx.log_path]
+
+        def per_unit(metric: str) -> dict[str, dict[str, str]] | None:
+            result = receiver.query(f'{metric}{{job="prometheus"}}')
+            by_unit = {r["metric"].get("juju_unit", ""): r["metric"] for r in result}
+            if sorted(by_unit) != units:
+                return None
+            assert len(result) == len(units), result  # one series per unit, no unlabelled one
+            return by_unit
+
+        for metric in ("up", "prometheus_build_info"):
+            by_unit = _eventually(lambda m=metric: per_unit(m), f"{metric} of every unit", logs)
+            for unit, labels in by_unit.items():
+                assert labels["instance"] == "localhost:9090"
+                topology = {k: v for k, v in labels.items() if k.startswith("juju_")}
+                assert topology == {
+                    "juju_application": "worker",
+                    "juju_charm": "mesh-worker-k8s",
+                    "juju_model": "mymodel",
+                    "juju_model_uuid": UUID,
+                    "juju_unit": unit,
+                }
+        # Several batches of every unit have arrived; none was refused (the symptom of units
+        # whose series collide: out-of-order samples, HTTP 400 to the sender).
+        time.sleep(3)
+        up = receiver.query('count_over_time(up{job="prometheus"}[1m])')
+        assert len(up) == len(units) and all(int(r["value"][1]) >= 2 for r in up), up
+        receiver_log = (receiver.directory / "log").read_text().lower()
+        assert not [w for w in REJECTIONS if w in receiver_log], receiver_log[-3000:]
+        for prometheus in started[1:]:
+            log = (prometheus.directory / "log").read_text().lower()
+            assert "non-recoverable error" not in log and "failed to send" not in log, log
+        writes = [
+            line
+            for line in (nginx_dir / "access.log").read_text().splitlines()
+            if "POST /proxy/remote-write/prometheus-0/write" in line
+        ]
+        assert len(writes) >= len(units)
+        assert all('" 204 ' in line for line in writes), writes  # none refused (400)
     finally:
         for prometheus in started:
             prometheus.stop()

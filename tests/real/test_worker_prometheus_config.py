@@ -112,6 +112,50 @@ def test_the_charm_owns_scrape_configs_remote_write_and_tracing(tmp_path: Path):
     promtool_check(text, tmp_path)
 
 
+TOPOLOGY = {
+    "juju_application": "worker",
+    "juju_charm": "mesh-worker-k8s",
+    "juju_model": "mymodel",
+    "juju_model_uuid": "12345678-1234-4234-8234-123456789abc",
+    "juju_unit": "worker/1",
+}
+
+
+def test_topology_labels_are_external_labels_over_the_bases(tmp_path: Path):
+    base = yaml.safe_dump(
+        {
+            "global": {
+                "scrape_interval": "30s",
+                "external_labels": {"cluster": "east", "juju_unit": "spoofed/0"},
+            }
+        }
+    )
+    config, notes, text = render(base=base, remote_write_urls=[RW], external_labels=TOPOLOGY)
+    assert notes == []
+    assert config["global"] == {
+        "scrape_interval": "30s",
+        "external_labels": {"cluster": "east", **TOPOLOGY},
+    }
+    promtool_check(text, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "base, note",
+    [
+        ("global: 3\n", "worker_config global ignored: not a YAML mapping"),
+        (
+            "global:\n  external_labels: [a]\n",
+            "worker_config external_labels ignored: not a YAML mapping",
+        ),
+    ],
+)
+def test_unusable_global_still_gets_the_topology(base: str, note: str, tmp_path: Path):
+    config, notes, text = render(base=base, external_labels=TOPOLOGY)
+    assert notes == [note]
+    assert config["global"] == {"external_labels": TOPOLOGY}
+    promtool_check(text, tmp_path)
+
+
 @pytest.mark.parametrize(
     "base, note",
     [

@@ -1,8 +1,8 @@
 """Fakes and builders shared by the coordinator's ``ops.testing`` tests and benchmarks.
 
-* :class:`FakeKubernetes`: an in-memory :class:`~coordinated_mesh.coordinator.kubernetes.KubernetesBackend`
-  with the semantics of the real one (writes only on a difference) that counts its writes and can
-  be told to fail like Kubernetes does (403, CRD missing, API error).
+* :class:`FakeKubernetes`: the library's in-memory Kubernetes (:mod:`coordinated_mesh.testing`),
+  re-exported; it writes only on a difference, records its writes, and fails like Kubernetes does
+  (403, CRD missing, API error) on demand.
 * builders for the relations the coordinator speaks, with realistic databags;
 * :func:`check_nginx`: ``nginx -t`` with the real nginx on a rendered configuration.
 """
@@ -14,17 +14,16 @@ import json
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import coordinated_mesh.coordinator.decide as decide_module
 import ops
 import pytest
+from coordinated_mesh import testing as cluster_data
 from coordinated_mesh.k8s.client import CRDMissingError, ForbiddenError, KubernetesError
-from coordinated_mesh.mesh.drain import ClusterPod
-from coordinated_mesh.mesh.policies import MeshPolicy
 from coordinated_mesh.proxy.pebble import NGINX_CONFIG_PATH, exporter_layer, nginx_layer
+from coordinated_mesh.testing import FakeKubernetes
 from ops import testing
 
 from tests.support.binaries import require_binary
@@ -36,90 +35,6 @@ CHARM = load_charm_module("coordinator")
 CharmType = CHARM.MeshCoordinatorCharm
 
 # --- Kubernetes ------------------------------------------------------------------------------
-
-
-@dataclass
-class FakeKubernetes:
-    """What Kubernetes holds for one application, and every write made to it."""
-
-    labels: dict[str, str] = field(default_factory=dict[str, str])
-    policies: dict[str, dict[str, Any]] = field(default_factory=dict[str, dict[str, Any]])
-    pods: list[ClusterPod] = field(default_factory=list[ClusterPod])
-    """Every pod of the namespace (``cluster_pods`` filters them by label)."""
-    namespace_labels_: dict[str, str] = field(default_factory=dict[str, str])
-    """The labels of the model's namespace."""
-    writes: list[str] = field(default_factory=list[str])
-    calls: list[str] = field(default_factory=list[str])
-    fail_with: KubernetesError | None = None
-    """Raised by every call (like a missing trust: every request is refused)."""
-    policies_fail_with: KubernetesError | None = None
-    """Raised by policy calls only (like a missing CRD)."""
-    fail_on: dict[str, KubernetesError] = field(default_factory=dict[str, KubernetesError])
-    """Raised by the named calls only (``{"namespace_labels": ForbiddenError(...)}``)."""
-
-    def _call(self, name: str, *, policies: bool = False) -> None:
-        self.calls.append(name)
-        if self.fail_with is not None:
-            raise self.fail_with
-        if policies and self.policies_fail_with is not None:
-            raise self.policies_fail_with
-        if name in self.fail_on:
-            raise self.fail_on[name]
-
-    def reconcile_labels(self, labels: Mapping[str, str]) -> bool:
-        self._call("reconcile_labels")
-        if dict(labels) == self.labels:
-            return False
-        self.labels = dict(labels)
-        self.writes.append("labels")
-        return True
-
-    def managed_labels(self) -> dict[str, str]:
-        self._call("managed_labels")
-        return dict(self.labels)
-
-    def reconcile_policies(
-        self, policies: Sequence[MeshPolicy], *, listed: Sequence[Mapping[str, Any]] | None = None
-    ) -> bool:
-        self._call("reconcile_policies", policies=True)
-        wanted = {p.sort_key(): p.to_wire() for p in policies}
-        if wanted == self.policies:
-            return False
-        self.policies = wanted
-        self.writes.append("policies")
-        return True
-
-    def local_policies(self) -> list[dict[str, Any]]:
-        self._call("local_policies", policies=True)
-        return self.policy_wires()
-
-    def cluster_pods(self, selector: Mapping[str, str]) -> list[ClusterPod]:
-        self._call("cluster_pods")
-        return [pod for pod in self.pods if selector.items() <= pod.labels.items()]
-
-    def namespace_labels(self) -> dict[str, str]:
-        self._call("namespace_labels")
-        return dict(self.namespace_labels_)
-
-    def delete_policies(self) -> bool:
-        self._call("delete_policies", policies=True)
-        if not self.policies:
-            return False
-        self.policies = {}
-        self.writes.append("delete")
-        return True
-
-    def owned_policies(self) -> list[dict[str, Any]]:
-        self._call("owned_policies", policies=True)
-        return [self.policies[k] for k in sorted(self.policies)]
-
-    def delete_label_memory(self) -> bool:
-        self._call("delete_label_memory")
-        self.writes.append("delete_label_memory")
-        return True
-
-    def policy_wires(self) -> list[dict[str, Any]]:
-        return [self.policies[k] for k in sorted(self.policies)]
 
 
 def coordinator_charm_type(*, kubernetes: FakeKubernetes | None, resolv_conf: str) -> type[Any]:
@@ -180,20 +95,35 @@ def check_all_nginx(rendered: Sequence[str]) -> None:
 
 
 def worker_unit_data(app: str, unit: int, *, port: int = 9090) -> dict[str, str]:
+    return cluster_data.worker_unit_data(app, unit, model=MODEL.name, metrics_port=port)
+
+
+def worker_app_data(*, port: int = 9090, charm: str = "mesh-worker-k8s") -> dict[str, str]:
+    """A worker application databag of this protocol version (role, charm, metrics endpoint)."""
     return {
-        "juju_topology": json.dumps(
-            {"application": app, "unit": f"{app}/{unit}", "charm_name": "mesh-worker-k8s"}
-        ),
-        "address": json.dumps(f"{app}-{unit}.{app}-endpoints.{MODEL.name}.svc.cluster.local"),
-        "metrics_endpoint": json.dumps({"port": port, "path": "/metrics"}),
+        "role": json.dumps("all"),
+        "charm_name": json.dumps(charm),
+        "metrics_endpoint": json.dumps({"path": "/metrics", "port": port}),
     }
 
 
 def worker_relation(app: str, units: int = 1, **kwargs: Any) -> testing.Relation:
+    """A current worker: application facts, and unit databags (kept for older coordinators)."""
     return testing.Relation(
         "cluster",
         remote_app_name=app,
-        remote_app_data={"role": json.dumps("all")},
+        remote_app_data=worker_app_data(),
+        remote_units_data={i: worker_unit_data(app, i) for i in range(units)},
+        **kwargs,
+    )
+
+
+def outdated_worker_relation(app: str, units: int = 1, **kwargs: Any) -> testing.Relation:
+    """An older worker: its role in the application databag, the rest only in unit databags."""
+    return testing.Relation(
+        "cluster",
+        remote_app_name=app,
+        remote_app_data=cluster_data.worker_app_data("all"),
         remote_units_data={i: worker_unit_data(app, i) for i in range(units)},
         **kwargs,
     )

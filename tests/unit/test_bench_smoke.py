@@ -16,13 +16,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench import k8s_calls, render
+from bench import hook_tools, k8s_calls, render
 from bench.common import ROOT, markdown_table, parse_sections
 
 from tests.support.envtest import Request
 
 RENDER = ROOT / "tools" / "bench" / "render.py"
 K8S_CALLS = ROOT / "tools" / "bench" / "k8s_calls.py"
+HOOK_TOOLS = ROOT / "tools" / "bench" / "hook_tools.py"
+DISPATCH = ROOT / "tools" / "bench" / "dispatch.py"
 
 
 def run_script(script: Path, *args: str, env: dict[str, str] | None = None):
@@ -112,6 +114,76 @@ def test_shuffled_inputs_really_are_in_another_order():
     units = [w.juju_topology.unit for w in plain.workers]
     assert units != [w.juju_topology.unit for w in shuffled.workers]
     assert sorted(units) == sorted(w.juju_topology.unit for w in shuffled.workers)
+
+
+# --- hook_tools.py ---------------------------------------------------------------------------
+
+
+def test_hook_tools_prints_its_tables_and_calls_do_not_grow_with_units():
+    result = run_script(HOOK_TOOLS, "--sizes", "2x1,2x20", "--repeat", "1", "--import-repeat", "1")
+    assert result.returncode == 0, result.stderr
+    sections = parse_sections(result.stdout)
+    assert list(sections) == ["Hook-tool calls per steady-state hook", "Cold import"]
+    rows = sections["Hook-tool calls per steady-state hook"]
+    assert [(r["case"], r["apps x units"]) for r in rows] == [
+        ("coordinator leader", "2 x 1"),
+        ("coordinator non-leader", "2 x 1"),
+        ("coordinator leader", "2 x 20"),
+        ("coordinator non-leader", "2 x 20"),
+        ("worker leader", "1 x 1"),
+        ("worker non-leader", "1 x 1"),
+    ]
+    for row in rows:
+        assert row["status"].startswith("active"), row
+        assert row["k8s writes"] == "0"
+        assert int(row["hook tools"]) > 0
+    small, large = rows[0], rows[2]
+    for column in ("hook tools", *hook_tools.SHOWN_TOOLS):
+        assert small[column] == large[column], column  # twenty times the units, same calls
+    assert [r["module"] for r in sections["Cold import"]] == [
+        "ops",
+        "coordinator/src/charm.py",
+        "worker/src/charm.py",
+    ]
+
+
+def test_dispatch_runs_each_hook_as_a_process_with_stand_in_tools():
+    result = run_script(DISPATCH, "--sizes", "1x2", "--repeat", "1")
+    assert result.returncode == 0, result.stderr
+    rows = parse_sections(result.stdout)["Dispatch"]
+    assert [r["case"] for r in rows] == [
+        "coordinator leader",
+        "coordinator non-leader",
+        "worker leader",
+        "worker non-leader",
+    ]
+    for row in rows:
+        assert int(row["hook tools"]) > 0 and row["k8s writes"] == "0"
+        assert float(row["wall per hook (ms, median)"]) > 0
+        assert row["unit status"].startswith("waiting: waiting for the")  # no Pebble here
+    assert rows[0]["k8s reads"] != "0" and rows[1]["k8s reads"] == "0"  # leaders only
+
+
+def test_tool_counter_counts_is_leader_once_per_backend():
+    counter = hook_tools.ToolCounter()
+
+    class Backend:
+        def is_leader(self) -> bool:
+            return True
+
+    counted = counter._counting("is_leader", "is-leader", Backend.is_leader)  # pyright: ignore[reportPrivateUsage]
+    first, second = Backend(), Backend()
+    for backend in (first, first, first, second):
+        assert counted(backend) is True
+    assert counter.take() == {"is-leader": 2}
+
+
+def test_worker_app_names_are_juju_names():
+    from coordinated_mesh.parse import is_app_name
+
+    names = [hook_tools.worker_app(i) for i in range(60)]
+    assert names[:3] == ["worker-a", "worker-b", "worker-c"] and names[26] == "worker-aa"
+    assert len(set(names)) == 60 and all(is_app_name(n) for n in names)
 
 
 # --- k8s_calls.py (without a server) ---------------------------------------------------------

@@ -351,7 +351,9 @@ def test_without_trust_blocked_with_the_command_and_the_rest_works(ctx: Ctx, kub
     assert out.unit_status == testing.BlockedStatus(
         f"not allowed to manage its Kubernetes objects: run juju trust {APP} --scope=cluster"
     )
-    assert kube.calls == ["reconcile_policies"]  # one 403 is enough: no more calls this hook
+    # One 403 is enough: no more calls this hook (the first, a look for what coordinated-workers
+    # left, is refused like every other).
+    assert kube.calls == ["adopt_legacy_labels"]
     assert nginx_config(ctx, out) is not None
     assert json.loads(relation(out, "service-mesh").local_app_data["policies"]) == []
     # Policies failed, so the workers get no mesh label (nothing published before): membership.
@@ -412,6 +414,8 @@ def test_crd_missing_membership_comes_back_after_a_juju_reset(ctx: Ctx, kube: Fa
     kube.calls.clear()
     out = run(ctx, ctx.on.update_status(), out)
     assert kube.labels == {PART_OF_LABEL: APP}
+    # The first hook found nothing of coordinated-workers (no CRD: no old policy either), so
+    # this one does not look again.
     assert kube.calls == ["reconcile_policies", "managed_labels", "reconcile_labels"]
     assert isinstance(out.unit_status, testing.BlockedStatus)
 
@@ -662,6 +666,15 @@ def test_on_the_mesh_neither_pods_nor_namespace_are_read(ctx: Ctx, kube: FakeKub
 def test_off_the_mesh_without_owned_policies_only_lists_them(ctx: Ctx, kube: FakeKubernetes):
     kube.pods = [pod(f"{APP}-0", MEMBER, AMBIENT)]  # enrolled, but we own nothing to keep
     out = run(ctx, ctx.on.config_changed(), state(worker_relation("w1")))
+    # The first hook of the unit also looks once for what coordinated-workers left.
+    assert kube.calls == [
+        "adopt_legacy_labels",
+        "reconcile_labels",
+        "local_policies",
+        "legacy_policy_names",
+    ]
+    kube.calls.clear()
+    out = run(ctx, ctx.on.update_status(), out)
     assert kube.calls == ["reconcile_labels", "local_policies"]
     assert kube.policies == {}
     assert out.unit_status == testing.ActiveStatus("1 worker app (1 unit), mesh: none")

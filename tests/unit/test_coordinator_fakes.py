@@ -1,11 +1,10 @@
-"""The coordinator tests' fake Kubernetes behaves like the real backend."""
+"""coordinated_mesh.testing.FakeKubernetes behaves like the real backend (envtest: test_testing_fakes)."""
 
 from __future__ import annotations
 
 import pytest
 from coordinated_mesh.k8s.client import CRDMissingError
-
-from tests.support.coordinator import FakeKubernetes
+from coordinated_mesh.testing import FakeKubernetes
 
 
 def test_fake_kubernetes_writes_only_differences():

@@ -131,13 +131,12 @@ def test_scrape_jobs_for_exporter_and_each_worker(ctx: Ctx):
     out, _ = run(ctx, state(worker_relation("w1", 2), metrics_relation()))
     rel = relation(out, "metrics-endpoint")
     jobs = json.loads(rel.local_app_data["scrape_jobs"])
-    assert [j["job_name"] for j in jobs] == ["nginx-exporter", "w1-0", "w1-1"]
+    assert [j["job_name"] for j in jobs] == ["nginx-exporter", "workers-w1"]
     assert jobs[0]["static_configs"] == [{"targets": ["*:9113"]}]
-    assert jobs[1]["metrics_path"] == "/proxy/worker/w1-0/metrics"
-    assert jobs[1]["static_configs"] == [
-        {"targets": [f"{APP}.{MODEL.name}.svc.cluster.local:8080"]}
-    ]
-    assert {"target_label": "juju_unit", "replacement": "w1/0"} in jobs[1]["relabel_configs"]
+    assert jobs[1]["static_configs"] == [{"targets": ["w1-0:8080", "w1-1:8080"]}]
+    service = f"{APP}.{MODEL.name}.svc.cluster.local:8080"
+    assert {"target_label": "__address__", "replacement": service} in jobs[1]["relabel_configs"]
+    assert {"target_label": "juju_application", "replacement": "w1"} in jobs[1]["relabel_configs"]
     assert rel.local_unit_data["prometheus_scrape_unit_address"] == (
         f"{APP}-0.{APP}-endpoints.{MODEL.name}.svc.cluster.local"
     )

@@ -1,11 +1,14 @@
 """The documentation stays true: the API reference is current, links resolve, the how-to runs.
 
-* ``docs/reference/api.md`` is what ``tools/gen_reference.py`` generates from the docstrings now;
-* every relative link in ``README.md`` and ``docs/**/*.md`` points at a file that exists (and, for
-  a link to a heading of a Markdown file, at a heading that exists);
+* ``docs/reference/api.md`` is what ``tools/gen_reference.py`` generates from the docstrings now,
+  and no public name lacks its docs;
+* every relative link in ``README.md``, ``CHANGES.md``, ``CONTRIBUTING.md`` and ``docs/**/*.md``
+  points at a file that exists (and, for a link to a heading of a Markdown file, at a heading
+  that exists);
 * the Python blocks of ``docs/how-to/add-mesh-support.md`` compile, its ``charmcraft.yaml`` blocks
   are valid Charmcraft projects, and its two charms run a hook under ``ops.testing`` with an
-  in-memory Kubernetes behind the seams the how-to shows.
+  in-memory Kubernetes behind the seams the how-to shows;
+* the example tests of ``docs/how-to/test-your-charms.md`` pass against those two charms.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import ops
 import pytest
 import yaml
+from coordinated_mesh.worker.log_forwarding import loki_target_name
 from ops import testing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +34,10 @@ GENERATOR = ROOT / "tools" / "gen_reference.py"
 HOWTO = ROOT / "docs" / "how-to" / "add-mesh-support.md"
 WORKSPACE_SHARED = ROOT.parent / "shared"
 """Links may leave the repository only for the workspace's shared design and specs."""
-DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+DOCS = sorted(
+    [ROOT / name for name in ("README.md", "CHANGES.md", "CONTRIBUTING.md")]
+    + list((ROOT / "docs").rglob("*.md"))
+)
 MODEL = testing.Model(name="mymodel", uuid="00000000-0000-4000-8000-000000000002")
 
 _FENCE_RE = re.compile(r"^(`{3,}|~{3,}).*?^\1[ \t]*$", re.M | re.S)
@@ -72,6 +79,33 @@ def test_check_mode_fails_on_a_stale_file_and_passes_on_a_fresh_one(tmp_path: Pa
     assert _generate("--output", str(output)).returncode == 0
     assert _generate("--check", "--output", str(output)).returncode == 0
     assert output.read_text() == (ROOT / "docs" / "reference" / "api.md").read_text()
+
+
+def test_an_undocumented_public_name_is_a_warning_that_fails_the_check():
+    import gen_reference  # tools/gen_reference.py, on sys.path through tests/conftest
+
+    def documented() -> None:
+        """Documented."""
+
+    class Public:
+        """Documented, but not its method."""
+
+        def method(self) -> None:
+            pass
+
+    package = types.ModuleType("fake")
+    package.__dict__.update(
+        __all__=["Public", "documented", "undocumented", "__version__"],
+        Public=Public,
+        documented=documented,
+        undocumented=lambda: None,
+    )
+    Public.__module__ = "coordinated_mesh.fake"
+    assert gen_reference.warnings_of(package) == [
+        "Public.method: no docstring",
+        "undocumented: no docstring",
+    ]
+    assert gen_reference.warnings_of(gen_reference.load_package()) == []
 
 
 # --- (b) links ------------------------------------------------------------------------------
@@ -132,12 +166,16 @@ def test_every_document_has_links_checked():
     names = {str(d.relative_to(ROOT)) for d in DOCS}
     assert {
         "README.md",
+        "CHANGES.md",
+        "CONTRIBUTING.md",
         "docs/explanation/architecture.md",
         "docs/explanation/joining-and-leaving-the-mesh.md",
         "docs/explanation/labels-and-policies.md",
         "docs/explanation/telemetry-proxy.md",
         "docs/explanation/worker.md",
         "docs/how-to/add-mesh-support.md",
+        "docs/how-to/migrate-from-coordinated-workers.md",
+        "docs/how-to/test-your-charms.md",
         "docs/how-to/vendor-the-library.md",
         "docs/reference/api.md",
         "docs/reference/parsing.md",
@@ -349,10 +387,55 @@ def test_how_to_worker_applies_what_the_coordinator_sends(monkeypatch: pytest.Mo
     config = yaml.safe_load(
         (container.get_filesystem(ctx) / "etc/prometheus/prometheus.yml").read_text()
     )
-    assert config["global"] == {"scrape_interval": "1m"}
+    assert config["global"] == {
+        "scrape_interval": "1m",
+        "external_labels": {
+            "juju_application": "my-worker-k8s",
+            "juju_charm": "my-worker-k8s",
+            "juju_model": "mymodel",
+            "juju_model_uuid": MODEL.uuid,
+            "juju_unit": "my-worker-k8s/0",
+        },
+    }
     assert config["remote_write"] == [{"url": f"{proxy}/remote-write/prom-0/write"}]
-    assert container.plan.log_targets["loki/0"].location == f"{proxy}/loki/loki-0/push"
+    push = f"{proxy}/loki/loki-0/push"
+    assert container.plan.log_targets[loki_target_name(push)].location == push
     assert "prometheus" in container.plan.services
     unit_data = out.get_relation(cluster.id).local_unit_data
     assert json.loads(unit_data["address"]).startswith("my-worker-k8s-0.my-worker-k8s-endpoints.")
     assert out.unit_status == testing.ActiveStatus("coordinator: coordinator, role: all")
+
+
+# --- (d) the testing how-to ---------------------------------------------------------------------
+
+TESTING_HOWTO = ROOT / "docs" / "how-to" / "test-your-charms.md"
+
+
+def files_of_the_testing_howto() -> dict[str, str]:
+    return {m[1]: m[2] for m in _FILE_BLOCK_RE.finditer(TESTING_HOWTO.read_text())}
+
+
+def test_testing_how_to_has_a_test_per_charm():
+    assert set(files_of_the_testing_howto()) == {
+        "my-coordinator-k8s/tests/unit/test_charm.py",
+        "my-worker-k8s/tests/unit/test_charm.py",
+    }
+
+
+@pytest.mark.parametrize("charm", ["my-coordinator-k8s", "my-worker-k8s"])
+def test_testing_how_to_tests_pass_against_the_add_mesh_support_charms(
+    charm: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """Run each example test as pytest would, from the charm's directory, ``charm`` importable."""
+    charm_type, meta = load_charm(charm, monkeypatch)
+    module = sys.modules[charm_type.__module__]
+    monkeypatch.setitem(sys.modules, "charm", module)
+    (tmp_path / "charmcraft.yaml").write_text(yaml.safe_dump(meta))
+    monkeypatch.chdir(tmp_path)
+    code = files_of_the_testing_howto()[f"{charm}/tests/unit/test_charm.py"]
+    namespace: dict[str, Any] = {"__name__": f"howto_test_{charm.replace('-', '_')}"}
+    exec(compile(code, f"{TESTING_HOWTO}: {charm}", "exec"), namespace)
+    tests = [value for name, value in namespace.items() if name.startswith("test_")]
+    assert tests, "the example defines tests"
+    for test in tests:
+        test()

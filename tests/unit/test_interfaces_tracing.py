@@ -20,6 +20,7 @@ from coordinated_mesh.relations.tracing import (
     GRPC_TRACING_PROTOCOLS,
     HTTP_TRACING_PROTOCOLS,
     TRANSPORT_BY_PROTOCOL,
+    grpc_receivers_use_tls,
     parse_provider_receivers,
     read_tracing_receivers,
     request_tracing_protocols,
@@ -153,3 +154,16 @@ def test_request_unknown_protocol_is_a_charm_error():
         pytest.raises(ValueError, match="tempo_http"),
     ):
         request_tracing_protocols(mgr.charm.model, "charm-tracing", ["tempo_http"])
+
+
+@pytest.mark.parametrize(
+    "receivers, tls",
+    [
+        ({"otlp_http": "https://tempo:4318", "otlp_grpc": "tempo:4317"}, True),
+        ({"otlp_http": "http://tempo:4318", "otlp_grpc": "tempo:4317"}, False),
+        ({"zipkin": "https://tempo:9411", "otlp_grpc": "tempo:4317"}, True),
+        ({"otlp_grpc": "tempo:4317"}, False),  # nothing says TLS: cleartext, as before
+    ],
+)
+def test_grpc_receivers_use_tls_when_the_http_ones_are_https(receivers: dict[str, str], tls: bool):
+    assert grpc_receivers_use_tls(receivers) is tls

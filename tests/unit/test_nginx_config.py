@@ -113,6 +113,22 @@ def test_grpc_server_and_status_server():
     assert block(text, "location = /status") == "stub_status;"
 
 
+def test_grpc_to_a_tls_receiver_is_grpcs_with_sni():
+    """Tempo's otlp_grpc has no scheme; its https otlp_http says TLS is served on every port."""
+    tls = replace(
+        INPUTS,
+        backend_workload_tracing_receivers={
+            "otlp_http": "https://tempo.cos.svc.cluster.local:4318",
+            "otlp_grpc": "tempo.cos.svc.cluster.local:4317",
+        },
+    )
+    text = render(tls)
+    assert block(text, "location /opentelemetry.proto.collector.trace.v1.TraceService/") == (
+        "set $grpc_upstream grpcs://tempo.cos.svc.cluster.local:4317;\ngrpc_pass $grpc_upstream;"
+    )
+    assert "grpc_ssl_server_name on;" in text
+
+
 def test_no_grpc_server_without_grpc_port():
     text = render(replace(INPUTS, config=WorkerTelemetryProxyConfig(8080, 8080)))
     assert "http2" not in text

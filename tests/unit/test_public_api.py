@@ -49,16 +49,30 @@ def test_unknown_name_is_an_attribute_error():
         _ = coordinated_mesh.Nope  # type: ignore[attr-defined]
 
 
-def test_version_is_semver_and_matches_the_package():
+def test_version_is_semver_and_the_package_reads_it_from_here():
     import re
     import tomllib
     from pathlib import Path
 
     assert re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", coordinated_mesh.__version__)
-    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
-    assert (
-        tomllib.loads(pyproject.read_text())["project"]["version"] == coordinated_mesh.__version__
-    )
+    root = Path(__file__).resolve().parents[2]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    # One source of truth: the build backend reads __version__ (the wheel test checks the result).
+    assert "version" not in pyproject["project"]
+    assert pyproject["project"]["dynamic"] == ["version"]
+    source = root / pyproject["tool"]["hatch"]["version"]["path"]
+    assert source.resolve() == Path(coordinated_mesh.__file__).resolve()
+
+
+def test_changes_describes_this_version_first():
+    import re
+    from pathlib import Path
+
+    changes = (Path(__file__).resolve().parents[2] / "CHANGES.md").read_text()
+    versions = re.findall(r"^## ([0-9]+\.[0-9]+\.[0-9]+)\b", changes, re.M)
+    assert versions, "CHANGES.md has a '## X.Y.Z' section per version"
+    assert versions[0] == coordinated_mesh.__version__
+    assert len(versions) == len(set(versions))
 
 
 def test_importing_the_public_face_does_not_load_lightkube():
@@ -74,3 +88,38 @@ def test_importing_the_public_face_does_not_load_lightkube():
         env={"PYTHONPATH": ":".join(sys.path)},
     )
     assert out.stdout.strip() == "False"
+
+
+def test_testing_module_is_opt_in_and_light():
+    """``import coordinated_mesh`` does not load the test helpers; they load no lightkube model."""
+    code = (
+        "import sys; import coordinated_mesh; "
+        "before = 'coordinated_mesh.testing' in sys.modules; "
+        "import coordinated_mesh.testing; "
+        "print(before, any(m == 'lightkube' or m.startswith('lightkube.') for m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": ":".join(sys.path)},
+    )
+    assert out.stdout.strip() == "False False"
+
+
+def test_testing_module_names_resolve():
+    import coordinated_mesh.testing as helpers
+
+    assert sorted(helpers.__all__) == [
+        "CRDMissingError",
+        "ClusterPod",
+        "FakeKubernetes",
+        "FakeLabels",
+        "ForbiddenError",
+        "coordinator_app_data",
+        "worker_app_data",
+        "worker_unit_data",
+    ]
+    for name in helpers.__all__:
+        assert getattr(helpers, name).__module__.startswith("coordinated_mesh.")

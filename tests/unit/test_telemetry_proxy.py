@@ -18,9 +18,12 @@ from coordinated_mesh.parse import (
     parse_unit_name,
     unit_path_name,
 )
+from coordinated_mesh.proxy import plan as plan_module
 from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.nginx import render_nginx_config
 from coordinated_mesh.proxy.plan import (
     MAX_ITEMS,
+    MAX_WORKER_UNITS,
     GrpcRoute,
     HttpRoute,
     QueryRoute,
@@ -37,6 +40,7 @@ from coordinated_mesh.relations.cluster import (
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from tests.support.coordinator import check_nginx
 from tests.support.proxy_strategies import IDENTITY, MODEL_UUID, proxy_inputs
 
 FQDN = "coordinator.mymodel.svc.cluster.local"
@@ -261,17 +265,30 @@ def test_scrape_jobs():
         "job_name": "nginx-exporter",
         "static_configs": [{"targets": ["*:9113"]}],
     }
-    assert [j["job_name"] for j in plan.scrape_jobs[1:]] == ["worker-0", "worker-1"]
+    # One job per worker application, one placeholder target per unit (relabelled per unit).
+    assert [j["job_name"] for j in plan.scrape_jobs[1:]] == ["workers-worker"]
     assert plan.scrape_jobs[1] == {
-        "job_name": "worker-0",
-        "metrics_path": "/proxy/worker/worker-0/metrics",
-        "static_configs": [{"targets": [f"{FQDN}:8080"]}],
+        "job_name": "workers-worker",
+        "metrics_path": "/metrics",
+        "static_configs": [{"targets": ["worker-0:8080", "worker-1:8080"]}],
         "relabel_configs": [
+            {
+                "source_labels": ["__address__"],
+                "regex": "(.+):[0-9]+",
+                "target_label": "__metrics_path__",
+                "replacement": "/proxy/worker/${1}/metrics",
+            },
+            {
+                "source_labels": ["__address__"],
+                "regex": "(.+)-([0-9]+):[0-9]+",
+                "target_label": "juju_unit",
+                "replacement": "${1}/${2}",
+            },
+            {"target_label": "__address__", "replacement": f"{FQDN}:8080"},
             {"target_label": "juju_application", "replacement": "worker"},
             {"target_label": "juju_charm", "replacement": "mesh-worker-k8s"},
             {"target_label": "juju_model", "replacement": "mymodel"},
             {"target_label": "juju_model_uuid", "replacement": MODEL_UUID},
-            {"target_label": "juju_unit", "replacement": "worker/0"},
         ],
     }
 
@@ -439,6 +456,34 @@ def test_too_many_items_are_capped():
     assert Problem("logging", f"{MAX_ITEMS + 5} items", f"only the first {MAX_ITEMS} are used") in (
         plan.problems
     )
+
+
+def test_five_thousand_worker_units_are_all_served():
+    """No cap below what Juju runs: 50 applications of 100 units, every unit routed and scraped."""
+    workers = [worker(f"w{a}/{u}") for a in range(50) for u in range(100)]
+    random.Random(5).shuffle(workers)
+    api = WorkerQueryApi(path_prefix="/query")
+    plan = build_telemetry_proxy(full_inputs(workers=workers, worker_query_api=api))
+    assert plan.problems == ()
+    metrics = [r for r in plan.http_routes if r.location.startswith("/proxy/worker/")]
+    assert len(metrics) == 5000
+    assert len(plan.scrape_jobs) == 51  # the exporter's, then one per application
+    assert sum(len(j["static_configs"][0]["targets"]) for j in plan.scrape_jobs[1:]) == 5000
+    assert plan.query_route is not None and len(plan.query_route.backends) == 5000
+    check_nginx(render_nginx_config(plan))
+
+
+def test_worker_units_beyond_the_supported_maximum_are_reported(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    assert MAX_WORKER_UNITS >= 5000
+    split_percentages(MAX_WORKER_UNITS)  # the query route can spread over all of them
+    monkeypatch.setattr(plan_module, "MAX_WORKER_UNITS", 3)
+    workers = [worker(f"w/{u}") for u in range(5)]
+    plan = build_telemetry_proxy(full_inputs(workers=workers))
+    routed = sorted(r.location for r in plan.http_routes if r.location.startswith("/proxy/worker/"))
+    assert routed == [f"/proxy/worker/w-{u}/metrics" for u in range(3)]
+    assert Problem("cluster", "5 items", "only the first 3 are used") in plan.problems
 
 
 def test_port_collisions_are_charm_errors():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,10 +21,12 @@ import pytest
 import yaml
 from coordinated_mesh import Worker
 from coordinated_mesh.k8s.client import ForbiddenError, KubernetesError
+from coordinated_mesh.worker.log_forwarding import loki_target_name
 from ops import testing
 
 from tests.support.binaries import require_binary
 from tests.support.charm_loader import load_charm_module
+from tests.support.pebble_logs import PebbleLogForwarding, observe_pebble_logs
 from tests.support.worker import FakeLabels, worker_context
 
 CHARM = load_charm_module("worker")
@@ -33,11 +35,21 @@ MODEL = testing.Model(name="mymodel", uuid="00000000-0000-4000-8000-000000000000
 PROXY = "http://coord.mymodel.svc.cluster.local:8080"
 LOKI0 = f"{PROXY}/proxy/loki/loki-0/push"
 LOKI1 = f"{PROXY}/proxy/loki/loki-1/push"
+T0, T1 = loki_target_name(LOKI0), loki_target_name(LOKI1)
+"""The log targets of LOKI0 and LOKI1 (named after their URL)."""
 RW0 = f"{PROXY}/proxy/remote-write/prometheus-0/write"
 RW1 = f"{PROXY}/proxy/remote-write/mimir-0/write"
 PART_OF = {"app.kubernetes.io/part-of": "coord"}
 MESH = {**PART_OF, "istio.io/dataplane-mode": "ambient"}
 BASE_CONFIG = "global:\n  scrape_interval: 1m\n  evaluation_interval: 1m\n"
+TOPOLOGY_LABELS = {
+    "juju_application": APP,
+    "juju_charm": APP,
+    "juju_model": "mymodel",
+    "juju_model_uuid": MODEL.uuid,
+    "juju_unit": f"{APP}/0",
+}
+"""What every series the unit remote-writes carries (``global.external_labels``)."""
 
 
 # --- Fakes and helpers ---------------------------------------------------------------------------
@@ -219,12 +231,30 @@ def test_every_unit_publishes_topology_address_and_metrics(
     assert kube.reads == 0 and kube.writes == []  # non-leaders never touch Kubernetes
 
 
+def test_the_steady_state_reads_only_the_coordinators_databag(
+    ctx: testing.Context[Any], kube: FakeLabels, state: StateFactory, bags_read: list[str]
+):
+    """What the worker wrote is remembered across hooks: only the coordinator's data is read."""
+    relation = cluster(coordinator_data())
+    out = run(ctx, state(relation))
+    bags_read.clear()
+    again = run(ctx, out)
+    assert bags_read == ["coord"]
+    assert again.get_relation(relation.id).local_app_data == (
+        out.get_relation(relation.id).local_app_data
+    )
+
+
 def test_leader_publishes_the_role_from_config(
     ctx: testing.Context[Any], kube: FakeLabels, state: StateFactory
 ):
     relation = cluster(coordinator_data())
     out = run(ctx, state(relation, role="querier"))
-    assert out.get_relation(relation.id).local_app_data == {"role": '"querier"'}
+    assert out.get_relation(relation.id).local_app_data == {
+        "role": '"querier"',
+        "charm_name": '"mesh-worker-k8s"',
+        "metrics_endpoint": '{"path": "/metrics", "port": 9090}',
+    }
     assert status(out) == ("active", "coordinator: coord, role: querier")
 
 
@@ -233,7 +263,9 @@ def test_invalid_role_is_blocked_and_not_published(
 ):
     relation = cluster(coordinator_data())
     out = run(ctx, state(relation, role="Not A Role"))
-    assert "role" not in out.get_relation(relation.id).local_app_data
+    app_data = out.get_relation(relation.id).local_app_data
+    assert "role" not in app_data
+    assert json.loads(app_data["charm_name"]) == "mesh-worker-k8s"  # the rest is still published
     assert out.unit_status.name == "blocked"
     assert "invalid role config: 'Not A Role'" in out.unit_status.message
 
@@ -272,8 +304,11 @@ def test_no_coordinator_is_blocked_with_the_command(
         f"relate to a coordinator: juju integrate {APP}:cluster <coordinator>:cluster",
     )
     assert out.app_status == out.unit_status
-    # Nothing was ever applied: one read, no write.
-    assert kube.writes == [] and kube.reads == 1
+    # Nothing was ever applied: no write; one read, after the unit's one look for the label
+    # memory coordinated-workers may have left.
+    assert kube.writes == [] and kube.reads == 2
+    run(ctx, out)
+    assert kube.writes == [] and kube.reads == 3  # later hooks: the one read only
 
 
 def test_waiting_for_the_coordinators_data(
@@ -308,7 +343,7 @@ def test_untrusted_leader_is_blocked_naming_juju_trust(
         f"not allowed to label its pods: run juju trust {APP} --scope=cluster",
     )
     # The rest keeps working: the workload is configured and logs are forwarded.
-    assert log_targets(out) == {"loki/0": (LOKI0, ["all"])}
+    assert log_targets(out) == {T0: (LOKI0, ["all"])}
     assert prometheus_yml(config_dir)["scrape_configs"][0]["job_name"] == "prometheus"
 
 
@@ -321,6 +356,33 @@ def test_kubernetes_api_error_is_waiting(
         "waiting",
         "Kubernetes API error, retrying on the next hook: Kubernetes API error 500: etcd is sad",
     )
+
+
+def test_a_refreshed_worker_takes_over_the_labels_coordinated_workers_applied(
+    ctx: testing.Context[Any], kube: FakeLabels, state: StateFactory
+):
+    kube.labels = {}
+    kube.legacy_labels = dict(MESH)  # applied by the old worker, remembered in <app>-pod-labels
+    part_of = {"app.kubernetes.io/part-of": "coord"}
+    out = run(ctx, state(cluster(coordinator_data(labels=part_of))))
+    assert kube.legacy_labels is None
+    assert kube.labels == part_of  # the mesh labels it no longer gets are removed, not orphaned
+    reads = kube.reads
+    run(ctx, out)
+    assert kube.reads == reads + 1  # later hooks do not look again
+
+
+def test_a_refused_take_over_blocks_and_is_retried(
+    ctx: testing.Context[Any], kube: FakeLabels, state: StateFactory
+):
+    kube.legacy_labels = dict(MESH)
+    kube.error = ForbiddenError("403", status=403)
+    out = run(ctx, state(cluster(coordinator_data(labels=MESH))))
+    assert status(out)[0] == "blocked"
+    assert kube.reads == 1  # one 403 is enough
+    kube.error = None
+    run(ctx, out)
+    assert kube.legacy_labels is None and kube.labels == MESH
 
 
 def test_untrusted_non_leader_does_not_notice(
@@ -350,7 +412,7 @@ def test_invalid_url_is_dropped_and_named(
     assert out.unit_status.message.startswith(
         "ignoring invalid data on relation cluster: loki_endpoints['loki/0']"
     )
-    assert log_targets(out) == {"loki/1": (LOKI1, ["all"])}
+    assert log_targets(out) == {T1: (LOKI1, ["all"])}
 
 
 def test_pebble_failure_is_waiting_not_an_error(
@@ -452,8 +514,8 @@ def test_urls_configure_log_forwarding_and_prometheus(
     ctx: testing.Context[Any], kube: FakeLabels, state: StateFactory, config_dir: Path
 ):
     out = run(ctx, state(cluster(coordinator_data(loki={"loki/0": LOKI0}, remote_write=[RW0]))))
-    assert log_targets(out) == {"loki/0": (LOKI0, ["all"])}
-    target = out.get_container("prometheus").plan.log_targets["loki/0"]
+    assert log_targets(out) == {T0: (LOKI0, ["all"])}
+    target = out.get_container("prometheus").plan.log_targets[T0]
     assert target.type == "loki"
     assert target.labels == {
         "charm": APP,
@@ -464,7 +526,11 @@ def test_urls_configure_log_forwarding_and_prometheus(
         "product": "Juju",
     }
     config = prometheus_yml(config_dir)
-    assert config["global"] == {"scrape_interval": "1m", "evaluation_interval": "1m"}
+    assert config["global"] == {
+        "scrape_interval": "1m",
+        "evaluation_interval": "1m",
+        "external_labels": TOPOLOGY_LABELS,
+    }
     assert config["remote_write"] == [{"url": RW0}]
     assert config["scrape_configs"] == [
         {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]}
@@ -491,7 +557,7 @@ def test_changed_urls_are_followed_and_prometheus_reloaded(
     assert signals == []  # first start: the service was started with its configuration
     changed = coordinator_data(loki={"loki/1": LOKI1}, remote_write=[RW0, RW1])
     out = coordinator_changes(ctx, out, relation, changed)
-    assert log_targets(out) == {"loki/0": (LOKI0, ["-all"]), "loki/1": (LOKI1, ["all"])}
+    assert log_targets(out) == {T0: (LOKI0, ["-all"]), T1: (LOKI1, ["all"])}
     assert prometheus_yml(config_dir)["remote_write"] == [{"url": RW1}, {"url": RW0}]
     assert signals == [("SIGHUP", ("prometheus",))]
 
@@ -509,6 +575,87 @@ def test_nothing_changes_nothing_is_rewritten_or_reloaded(
     assert signals == []
 
 
+@pytest.fixture
+def pebble_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[PebbleLogForwarding]:
+    """Where the workload's lines really go, as real Pebble forwards them."""
+    with observe_pebble_logs(monkeypatch) as model:
+        yield model
+
+
+def really_sent_to(out: testing.State, pebble_logs: PebbleLogForwarding) -> dict[str, str]:
+    plan = out.get_container("prometheus").plan
+    return pebble_logs.destinations(plan.log_targets, "prometheus")
+
+
+LOKI0_TLS = "https://coord.mymodel.svc.cluster.local:8443/proxy/loki/loki-0/push"
+
+
+def test_a_changed_loki_url_moves_the_logs_under_a_new_target(
+    ctx: testing.Context[Any],
+    kube: FakeLabels,
+    state: StateFactory,
+    pebble_logs: PebbleLogForwarding,
+):
+    """Same Loki unit, new URL (TLS arrived): real Pebble would keep pushing to a renamed-in-place
+    target's first location, so the target gets a new name and the old one is stopped."""
+    relation = cluster(coordinator_data(loki={"loki/0": LOKI0}))
+    out = run(ctx, state(relation))
+    assert really_sent_to(out, pebble_logs) == {T0: LOKI0}
+    layers = pebble_logs.layers_added
+    out = coordinator_changes(ctx, out, relation, coordinator_data(loki={"loki/0": LOKI0_TLS}))
+    t0_tls = loki_target_name(LOKI0_TLS)
+    assert really_sent_to(out, pebble_logs) == {t0_tls: LOKI0_TLS}
+    assert log_targets(out) == {T0: (LOKI0, ["-all"]), t0_tls: (LOKI0_TLS, ["all"])}
+    assert pebble_logs.layers_added == layers + 1  # one layer: the log targets that changed
+
+
+def test_unchanged_inputs_add_no_layer(
+    ctx: testing.Context[Any],
+    kube: FakeLabels,
+    state: StateFactory,
+    pebble_logs: PebbleLogForwarding,
+):
+    """Every layer added makes Pebble re-send its buffered lines: none when nothing changed."""
+    relation = cluster(coordinator_data(loki={"loki/0": LOKI0, "loki/1": LOKI1}))
+    out = run(ctx, state(relation))
+    layers = pebble_logs.layers_added
+    assert layers == 2  # the log targets and the prometheus service
+    out = run(ctx, out)
+    out = run(ctx, out, ctx.on.relation_changed(out.get_relation(relation.id)))
+    out = run(ctx, out, ctx.on.config_changed())
+    assert pebble_logs.layers_added == layers
+    assert really_sent_to(out, pebble_logs) == {T0: LOKI0, T1: LOKI1}
+
+
+def test_targets_named_after_loki_units_are_replaced_on_upgrade(
+    ctx: testing.Context[Any],
+    kube: FakeLabels,
+    state: StateFactory,
+    pebble_logs: PebbleLogForwarding,
+):
+    """An earlier version named targets ``loki/0``: stopped, and forwarding goes on under the new
+    name (after a restart of the container, its forwarder is the plan's)."""
+    st = state(cluster(coordinator_data(loki={"loki/0": LOKI0})))
+    legacy = ops.pebble.Layer(
+        {
+            "log-targets": {
+                "loki/0": {
+                    "override": "replace",
+                    "type": "loki",
+                    "location": LOKI0,
+                    "services": ["all"],
+                }
+            }
+        }
+    )
+    container = dataclasses.replace(st.get_container("prometheus"), layers={"old": legacy})
+    st = dataclasses.replace(st, containers=[container])
+    pebble_logs.restarted(container.plan.log_targets)
+    out = run(ctx, st)
+    assert log_targets(out) == {"loki/0": (LOKI0, ["-all"]), T0: (LOKI0, ["all"])}
+    assert really_sent_to(out, pebble_logs) == {T0: LOKI0}
+
+
 def test_removed_urls_stop_forwarding_and_remote_write(
     ctx: testing.Context[Any],
     kube: FakeLabels,
@@ -521,7 +668,7 @@ def test_removed_urls_stop_forwarding_and_remote_write(
     )
     out = run(ctx, state(relation))
     out = coordinator_changes(ctx, out, relation, coordinator_data())
-    assert log_targets(out) == {"loki/0": (LOKI0, ["-all"]), "loki/1": (LOKI1, ["-all"])}
+    assert log_targets(out) == {T0: (LOKI0, ["-all"]), T1: (LOKI1, ["-all"])}
     assert "remote_write" not in prometheus_yml(config_dir)
     assert signals == [("SIGHUP", ("prometheus",))]
 
@@ -532,9 +679,10 @@ def test_coordinator_removed_stops_forwarding(
     relation = cluster(coordinator_data(loki={"loki/0": LOKI0}, remote_write=[RW0]))
     out = run(ctx, state(relation))
     out = run(ctx, out, ctx.on.relation_broken(out.get_relation(relation.id)))
-    assert log_targets(out) == {"loki/0": (LOKI0, ["-all"])}
+    assert log_targets(out) == {T0: (LOKI0, ["-all"])}
     config = prometheus_yml(config_dir)
-    assert "remote_write" not in config and "global" not in config
+    assert "remote_write" not in config
+    assert config["global"] == {"external_labels": TOPOLOGY_LABELS}  # the base is gone
 
 
 def test_invalid_data_keeps_the_workload_as_it_was(
@@ -548,7 +696,7 @@ def test_invalid_data_keeps_the_workload_as_it_was(
     out = run(ctx, state(relation))
     before = prometheus_yml(config_dir)
     out = coordinator_changes(ctx, out, relation, {"loki_endpoints": "[1, 2"})
-    assert log_targets(out) == {"loki/0": (LOKI0, ["all"])}
+    assert log_targets(out) == {T0: (LOKI0, ["all"])}
     assert prometheus_yml(config_dir) == before
     assert signals == []
 
@@ -656,14 +804,18 @@ def test_library_without_a_workload_callback():
     )
     assert fake.labels == MESH
     plan = out.get_container("workload").plan
-    assert {n: t.location for n, t in plan.log_targets.items()} == {"loki/0": LOKI0}
+    assert {n: t.location for n, t in plan.log_targets.items()} == {T0: LOKI0}
     unit_data = out.get_relation(relation.id).local_unit_data
     assert json.loads(unit_data["address"]) == (
         "minimal-worker-0.minimal-worker-endpoints.mymodel.svc.k8s.example"
     )
     assert json.loads(unit_data["metrics_endpoint"]) == {"port": 8080, "path": "/custom/metrics"}
     assert out.unit_status == ops.ActiveStatus("coordinator: coord, role: all")
-    assert out.get_relation(relation.id).local_app_data == {"role": '"all"'}
+    assert out.get_relation(relation.id).local_app_data == {
+        "role": '"all"',
+        "charm_name": '"minimal-worker"',
+        "metrics_endpoint": '{"path": "/custom/metrics", "port": 8080}',
+    }
 
 
 @pytest.mark.parametrize(

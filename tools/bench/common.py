@@ -130,6 +130,15 @@ def worker_fqdn(app: str, unit: int, model: str) -> str:
     return f"{app}-{unit}.{app}-endpoints.{model}.svc.cluster.local"
 
 
+def worker_app_databag() -> dict[str, str]:
+    """What a worker's leader publishes in the ``cluster`` relation (its application databag)."""
+    return {
+        "role": json.dumps("all"),
+        "charm_name": json.dumps(WORKER_CHARM),
+        "metrics_endpoint": json.dumps({"path": "/metrics", "port": WORKER_METRICS_PORT}),
+    }
+
+
 def worker_unit_databag(app: str, unit: int, model: str) -> dict[str, str]:
     """What a worker unit publishes in the ``cluster`` relation (its unit databag)."""
     return {
@@ -157,7 +166,7 @@ def coordinator_cluster_relation(app: str, units: int, model: str) -> testing.Re
     return testing.Relation(
         "cluster",
         remote_app_name=app,
-        remote_app_data={"role": json.dumps("all")},
+        remote_app_data=worker_app_databag(),
         remote_units_data={i: worker_unit_databag(app, i, model) for i in range(units)},
     )
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import ops
 import yaml
@@ -71,6 +71,7 @@ class MeshWorkerCharm(ops.CharmBase):
             base=context.worker_config,
             remote_write_urls=context.telemetry.remote_write_urls,
             tracing=tracing,
+            external_labels=context.juju_labels,
         )
         container = context.container
 
@@ -228,11 +229,36 @@ def _parse_base(base: str | None) -> tuple[dict[str, Any], list[str]]:
     return {k: v for k, v in parsed.items() if k not in OWNED_KEYS}, []
 
 
+def _with_external_labels(
+    config: dict[str, Any], labels: Mapping[str, str]
+) -> tuple[dict[str, Any], list[str]]:
+    """``config`` with ``labels`` set in ``global.external_labels`` (they win over the base's)."""
+    notes: list[str] = []
+    base_global = config.get("global")
+    if base_global is None:
+        base_global = {}
+    if not isinstance(base_global, dict):
+        notes.append("worker_config global ignored: not a YAML mapping")
+        base_global = {}
+    merged_global: dict[str, Any] = dict(cast(dict[str, Any], base_global))
+    base_labels = merged_global.get("external_labels")
+    if base_labels is None:
+        base_labels = {}
+    if not isinstance(base_labels, dict):
+        notes.append("worker_config external_labels ignored: not a YAML mapping")
+        base_labels = {}
+    merged = {str(k): v for k, v in cast(dict[Any, Any], base_labels).items()}
+    merged.update(labels)
+    merged_global["external_labels"] = dict(sorted(merged.items()))
+    return {**config, "global": merged_global}, notes
+
+
 def render_prometheus_config(
     *,
     base: str | None,
     remote_write_urls: Sequence[str],
     tracing: Mapping[str, Any] | None,
+    external_labels: Mapping[str, str] | None = None,
 ) -> tuple[str, list[str]]:
     """The ``prometheus.yml`` text (pure, deterministic: keys and URLs sorted).
 
@@ -241,11 +267,18 @@ def render_prometheus_config(
             ``scrape_configs``, ``remote_write`` and ``tracing`` are replaced by this charm's.
         remote_write_urls: where to remote-write every sample.
         tracing: the ``tracing`` block (see :func:`tracing_config`), or ``None``.
+        external_labels: labels every remote-written series carries (this unit's Juju topology,
+            :attr:`WorkerContext.juju_labels`), set in ``global.external_labels`` over those of
+            ``base``. Without them, every unit's self-scrape is ``{job="prometheus",
+            instance="localhost:9090"}`` and the units' series collide at the receiver.
 
     Returns:
         The text and notes (why ``base`` was ignored, if it was).
     """
     config, notes = _parse_base(base)
+    if external_labels:
+        config, label_notes = _with_external_labels(config, external_labels)
+        notes += label_notes
     config["scrape_configs"] = [
         {"job_name": SELF_SCRAPE_JOB, "static_configs": [{"targets": [f"localhost:{PORT}"]}]}
     ]

@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 
 import ops
 
+from coordinated_mesh.charm.memory import DatabagMemory
 from coordinated_mesh.parse import log_text, shorten
 
 __all__ = ["MAX_STATUS_MESSAGE", "BackendFactory", "Reconciler", "SafeLogText"]
@@ -63,7 +64,8 @@ class Reconciler(ops.Object, Generic[BackendT]):
     do not run it again); ``remove`` runs :meth:`on_remove` instead. In ``collect-status`` (unit
     and application) the statuses of :meth:`statuses` are added. The Kubernetes backend is built
     on first use by ``backend_factory``, so units that never touch Kubernetes never build one.
-    Every status message and log line is made safe for Juju's hook tools on the way out
+    :attr:`memory` remembers what this unit wrote to its databags across hooks. Every status
+    message and log line is made safe for Juju's hook tools on the way out
     (:class:`SafeLogText`, :func:`~coordinated_mesh.parse.shorten`).
 
     Args:
@@ -76,6 +78,9 @@ class Reconciler(ops.Object, Generic[BackendT]):
         super().__init__(charm, key)
         _install_safe_log_text()
         self._charm = charm
+        # Before any observer below: on leader-elected it forgets before the reconcile writes.
+        self.memory = DatabagMemory(charm, f"{key}-databags")
+        """What this unit last wrote to its databags (pass it to every databag write)."""
         self._backend_factory = backend_factory
         self._backend: BackendT | None = None
         self._reconciled = False
@@ -115,6 +120,8 @@ class Reconciler(ops.Object, Generic[BackendT]):
     def _on_event(self, _: ops.EventBase) -> None:
         if not self._reconciled:
             self._reconciled = True
+            if not self._charm.unit.is_leader():
+                self.memory.forget_app()  # another unit writes them now
             self.reconcile()
 
     def _on_remove(self, _: ops.RemoveEvent) -> None:

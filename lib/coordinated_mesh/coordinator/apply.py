@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 
 import ops
 
+from coordinated_mesh.charm.memory import DatabagMemory
 from coordinated_mesh.charm.pebble import ensure_layer, is_running, push_and_reload
 from coordinated_mesh.coordinator.decide import CoordinatorSpec, Decision
-from coordinated_mesh.coordinator.kubernetes import KubernetesBackend
-from coordinated_mesh.coordinator.snapshot import Snapshot
+from coordinated_mesh.coordinator.kubernetes import KubernetesBackend, LegacyMigration
+from coordinated_mesh.coordinator.snapshot import Snapshot, read_published_labels
 from coordinated_mesh.coordinator.status import (
     DrainStatus,
     KubernetesFailure,
@@ -28,10 +29,11 @@ from coordinated_mesh.coordinator.status import (
 from coordinated_mesh.k8s.client import CRDMissingError, ForbiddenError, KubernetesError
 from coordinated_mesh.mesh.cluster_policies import cluster_member_labels, held_labels
 from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
-from coordinated_mesh.mesh.drain import ClusterPod, mesh_drain, namespace_decides
+from coordinated_mesh.mesh.drain import ClusterPod, MeshDrain, mesh_drain, namespace_decides
 from coordinated_mesh.mesh.policies import MeshPolicy
 from coordinated_mesh.parse import shorten, unit_fqdn
 from coordinated_mesh.proxy.pebble import NGINX_CONFIG_PATH, exporter_layer, nginx_layer
+from coordinated_mesh.relations.cluster import CoordinatorAppData
 from coordinated_mesh.relations.grafana_source import publish_grafana_source
 from coordinated_mesh.relations.loki_push_api import publish_loki_metadata
 from coordinated_mesh.relations.prometheus_scrape import publish_scrape_jobs
@@ -55,6 +57,8 @@ class Outcome:
     """Problems of the proxy's own workload (a failed reload, a Pebble error)."""
     draining: DrainStatus | None = None
     """Off the mesh, the policies kept for pods still enrolled (``None``: none)."""
+    migrated: bool = False
+    """Nothing of ``coordinated-workers`` is left to take over (set when asked to migrate)."""
 
 
 class KubernetesCalls:
@@ -117,6 +121,7 @@ def apply_workload(
     outcome: Outcome,
     nginx_container: str,
     exporter_container: str,
+    memory: DatabagMemory | None = None,
 ) -> None:
     """Ports, unit databags, and the nginx and exporter containers of this unit."""
     charm.unit.set_ports(*decision.ports)
@@ -135,6 +140,7 @@ def apply_workload(
             cluster_domain=identity.cluster_domain,
         ),
         endpoint=endpoints.metrics,
+        memory=memory,
     )
     if spec.query_api is not None and endpoints.grafana_source is not None:
         # Every unit publishes the same Service URL (the leader also the metadata): Grafana
@@ -144,6 +150,7 @@ def apply_workload(
             url=decision.proxy.query_url,
             source_type=spec.query_api.datasource_type,
             endpoint=endpoints.grafana_source,
+            memory=memory,
         )
     nginx = charm.unit.get_container(nginx_container)
     exporter = charm.unit.get_container(exporter_container)
@@ -199,6 +206,22 @@ def _join_mesh(snapshot: Snapshot, decision: Decision, calls: KubernetesCalls) -
     return False
 
 
+def _read_drain(snapshot: Snapshot, calls: KubernetesCalls) -> MeshDrain | None:
+    """Which pods of the cluster are still enrolled in the mesh; ``None`` if a read failed."""
+    selector = cluster_member_labels(snapshot.identity.app_name)
+    read, found_pods = calls.run(lambda backend: backend.cluster_pods(selector))
+    if not read:
+        return None
+    pods: list[ClusterPod] = found_pods or []
+    namespace: Mapping[str, str] = {}
+    if namespace_decides(pods):
+        read, found_labels = calls.run(lambda backend: backend.namespace_labels())
+        if not read:
+            return None
+        namespace = found_labels or {}
+    return mesh_drain(pods, namespace)
+
+
 def _drain_policies(
     snapshot: Snapshot, policies: Sequence[MeshPolicy], calls: KubernetesCalls
 ) -> DrainStatus | None:
@@ -211,18 +234,9 @@ def _drain_policies(
     listed: list[dict[str, Any]] = found or []
     if not read or not listed:
         return None  # the steady state off the mesh: nothing owned, nothing else to read
-    selector = cluster_member_labels(snapshot.identity.app_name)
-    read, found_pods = calls.run(lambda backend: backend.cluster_pods(selector))
-    if not read:
+    drain = _read_drain(snapshot, calls)
+    if drain is None:
         return None
-    pods: list[ClusterPod] = found_pods or []
-    namespace: Mapping[str, str] = {}
-    if namespace_decides(pods):
-        read, found_labels = calls.run(lambda backend: backend.namespace_labels())
-        if not read:
-            return None
-        namespace = found_labels or {}
-    drain = mesh_drain(pods, namespace)
     if drain.done:
         logger.info("no pod of the cluster is on the mesh: deleting the internal policies")
         calls.run(
@@ -242,6 +256,44 @@ def _drain_policies(
     )
 
 
+def _adopt_legacy_labels(backend: KubernetesBackend) -> bool:
+    return isinstance(backend, LegacyMigration) and backend.adopt_legacy_labels()
+
+
+def _legacy_policy_names(backend: KubernetesBackend) -> list[str]:
+    return backend.legacy_policy_names() if isinstance(backend, LegacyMigration) else []
+
+
+def _delete_legacy_policies(backend: KubernetesBackend) -> list[str]:
+    return backend.delete_legacy_policies() if isinstance(backend, LegacyMigration) else []
+
+
+def _finish_migration(
+    snapshot: Snapshot, calls: KubernetesCalls, outcome: Outcome, *, in_place: bool
+) -> bool:
+    """Delete coordinated-workers' policies when that opens no deny window; True when done.
+
+    On the mesh: once ours are in place. Off it: once no pod of the cluster is enrolled (the
+    drain rule, checked only when there are old policies). Without Istio's CRD there are none.
+    """
+    if any(f.kind is KubernetesFailureKind.crd_missing for f in outcome.kubernetes):
+        return True  # nothing of the kind is served, so no old policy exists
+    if not in_place:
+        return False
+    if not snapshot.mesh.active:
+        read, names = calls.run(_legacy_policy_names, crd_missing_ok=True)
+        if not read:
+            return False
+        if not names:
+            return True
+        drain = _read_drain(snapshot, calls)
+        if drain is None or not drain.done:
+            logger.info("keeping coordinated-workers' policies while cluster pods are enrolled")
+            return False
+    # Ours allow what the old ones did (or nothing is enrolled): no deny window.
+    return calls.run(_delete_legacy_policies, crd_missing_ok=True)[0]
+
+
 def apply_leader(
     charm: ops.CharmBase,
     mesh: ServiceMeshConsumer,
@@ -250,26 +302,44 @@ def apply_leader(
     *,
     calls: KubernetesCalls,
     outcome: Outcome,
+    migrate: bool = False,
+    memory: DatabagMemory | None = None,
 ) -> None:
-    """Labels, cluster-internal policies, and every application databag (leader only)."""
+    """Labels, cluster-internal policies, and every application databag (leader only).
+
+    With ``migrate``, it first takes over the label memory ``coordinated-workers`` left, and
+    deletes that package's policies only once ours are in place (or, off the mesh, once none is
+    kept for enrolled pods): :mod:`coordinated_mesh.k8s.migration`.
+    """
     endpoints = snapshot.endpoints
-    in_place = True
+    adopted = migrate and calls.run(_adopt_legacy_labels)[0]
+    cluster = charm.model.relations.get(endpoints.cluster, ())
+    held: dict[int, CoordinatorAppData] | None = None
     if snapshot.mesh.active:
         in_place = _join_mesh(snapshot, decision, calls)
+        if not in_place:  # read what the workers were told only now: never in the steady state
+            # Per relation: a worker application that joined since has nothing published, and
+            # gets no other relation's mesh labels (its pods would enrol without policies).
+            published = read_published_labels(list(cluster), charm.app)
+            app = snapshot.identity.app_name
+            held = {r.id: decision.held_app_data(published.get(r.id), app) for r in cluster}
     else:
         # Leaving the mesh: labels first (what makes pods leave), then the policies, which stay
         # while pods are still enrolled.
         calls.run(lambda backend: backend.reconcile_labels(decision.labels))
         outcome.draining = _drain_policies(snapshot, decision.cluster_policies, calls)
-    if mesh.publish_policies():
+        in_place = outcome.draining is None and not outcome.kubernetes
+    if adopted:
+        outcome.migrated = _finish_migration(snapshot, calls, outcome, in_place=in_place)
+    if mesh.publish_policies(memory):
         logger.info("published the external policies on %s", endpoints.mesh)
-    mesh.publish_cmr_data()
-    publish_loki_metadata(charm.model, charm_name=snapshot.charm_name, endpoint=endpoints.logging)
+    mesh.publish_cmr_data(memory)
+    publish_loki_metadata(
+        charm.model, charm_name=snapshot.charm_name, endpoint=endpoints.logging, memory=memory
+    )
     for endpoint, protocols in decision.tracing_protocols.items():
-        request_tracing_protocols(charm.model, endpoint, protocols)
-    for relation in charm.model.relations.get(endpoints.cluster, ()):
-        # Held per relation: a worker application that joined while the policies cannot be
-        # written gets no other relation's mesh labels.
-        app_data = decision.app_data if in_place else decision.held_app_data(relation.id)
-        if app_data.write(relation.data[charm.app]):
+        request_tracing_protocols(charm.model, endpoint, protocols, memory)
+    for relation in cluster:
+        app_data = decision.app_data if held is None else held[relation.id]
+        if app_data.write(relation.data[charm.app], memory):
             logger.info("updated the %s databag of relation %d", relation.name, relation.id)

@@ -17,6 +17,7 @@ import ops
 
 from coordinated_mesh.charm.metadata import require_declared
 from coordinated_mesh.charm.reconciler import Reconciler
+from coordinated_mesh.charm.tracing import charm_traces_url, send_charm_traces_to
 from coordinated_mesh.coordinator.apply import (
     KubernetesCalls,
     Outcome,
@@ -92,6 +93,10 @@ class Coordinator(Reconciler[KubernetesBackend]):
             named here (``grafana_source_endpoint`` only counts with ``worker_query_api``).
     """
 
+    # Unit-local: whether this unit found nothing of coordinated-workers left to take over. A
+    # cache: losing it (a new pod) costs one more look, three requests.
+    _migration = ops.StoredState()
+
     def __init__(
         self,
         charm: ops.CharmBase,
@@ -154,7 +159,12 @@ class Coordinator(Reconciler[KubernetesBackend]):
         )
 
         def default_backend(**names: str) -> KubernetesBackend:
-            return make_kubernetes_backend(client_factory=kubernetes_client_factory, **names)
+            # Built on first use, after the Reconciler made the memory.
+            return make_kubernetes_backend(
+                client_factory=kubernetes_client_factory,
+                label_cache=self.memory.label_memory(),
+                **names,
+            )
 
         super().__init__(charm, "coordinator", kubernetes_backend_factory or default_backend)
         self._spec = CoordinatorSpec(
@@ -167,6 +177,7 @@ class Coordinator(Reconciler[KubernetesBackend]):
         self._resolv_conf = resolv_conf
         self._cluster_domain = parse_cluster_domain(cluster_domain)
         self._observations: Observations | None = None
+        self._migration.set_default(checked=False)
 
         self.external_policies: list[AppPolicy | UnitPolicy] = [
             *default_mesh_policies(
@@ -202,6 +213,8 @@ class Coordinator(Reconciler[KubernetesBackend]):
     def reconcile(self) -> None:
         """Observe, decide, apply; called once per hook, safe to call again."""
         snapshot = self.observe()
+        # The coordinator's own spans go straight to its charm-tracing backend.
+        send_charm_traces_to(charm_traces_url(snapshot.backend_charm_tracing_receivers))
         decision = decide(self._spec, snapshot)
         outcome = Outcome()
         apply_workload(
@@ -212,10 +225,22 @@ class Coordinator(Reconciler[KubernetesBackend]):
             outcome=outcome,
             nginx_container=self._nginx_container,
             exporter_container=self._exporter_container,
+            memory=self.memory,
         )
         if snapshot.is_leader:
             calls = KubernetesCalls(lambda: self.backend, outcome.kubernetes)
-            apply_leader(self._charm, self.mesh, snapshot, decision, calls=calls, outcome=outcome)
+            apply_leader(
+                self._charm,
+                self.mesh,
+                snapshot,
+                decision,
+                calls=calls,
+                outcome=outcome,
+                migrate=not self._migration.checked,
+                memory=self.memory,
+            )
+            if outcome.migrated:
+                self._migration.checked = True  # this unit need not look again
         self._observations = _observations(snapshot, decision, outcome)
 
     def statuses(self) -> Sequence[ops.StatusBase]:
@@ -297,6 +322,7 @@ def _observations(snapshot: Snapshot, decision: Decision, outcome: Outcome) -> O
         endpoints=snapshot.endpoints,
         worker_apps=len(snapshot.worker_apps),
         worker_units=len(snapshot.workers),
+        outdated_worker_apps=snapshot.outdated_worker_apps,
         mesh_related=mesh.related,
         mesh_ready=mesh.ready,
         mesh_type=mesh.type,

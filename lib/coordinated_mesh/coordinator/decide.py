@@ -61,25 +61,21 @@ class Decision:
     cluster are still enrolled, deleted once none is."""
     app_data: CoordinatorAppData
     """The cluster databag when the policies are in place (or the mesh is not wanted)."""
-    held_worker_labels: Mapping[int, Mapping[str, str]]
-    """Per cluster relation id, the workers' labels while the mesh is wanted but its policies
-    cannot be applied: as published on that relation before (see
-    :func:`~coordinated_mesh.mesh.cluster_policies.held_labels`)."""
-    membership_labels: Mapping[str, str]
-    """The cluster membership label alone: what a relation without published labels is held at."""
     tracing_protocols: Mapping[str, tuple[str, ...]]
     """What to request from each tracing endpoint: what the proxy can forward."""
     problems: tuple[Problem, ...]
     """Remote data dropped while reading or planning, deduplicated, in order."""
 
-    def held_app_data(self, relation_id: int) -> CoordinatorAppData:
-        """The cluster databag of one relation while the policies cannot be applied.
+    def held_app_data(
+        self, published_worker_labels: Mapping[str, str] | None, coordinator_app: str
+    ) -> CoordinatorAppData:
+        """The cluster databag while the mesh is wanted but its policies cannot be applied.
 
-        A relation that has no labels published yet (a worker application that joined since)
-        gets the membership label only: its pods must not enrol before their policies exist.
+        The workers' labels stay as published before (``published_worker_labels``, read only
+        then; see :func:`~coordinated_mesh.mesh.cluster_policies.held_labels`).
         """
-        held = self.held_worker_labels.get(relation_id, self.membership_labels)
-        return self.app_data.model_copy(update={"worker_labels": dict(held)})
+        held = held_labels(published_worker_labels, coordinator_app)
+        return self.app_data.model_copy(update={"worker_labels": held})
 
 
 def default_mesh_policies(
@@ -152,11 +148,6 @@ def decide(spec: CoordinatorSpec, snapshot: Snapshot) -> Decision:
             )
         ),
         app_data=app_data,
-        held_worker_labels={
-            relation_id: held_labels(published, app)
-            for relation_id, published in sorted(snapshot.published_worker_labels.items())
-        },
-        membership_labels=held_labels(None, app),
         tracing_protocols=_tracing_protocols(spec, snapshot),
         problems=_unique([*snapshot.problems, *proxy.problems]),
     )

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from coordinated_mesh.k8s.client import AppClient, ClientFactory, CRDMissingError, api_errors
-from coordinated_mesh.k8s.labels import AppLabels
+from coordinated_mesh.k8s.labels import AppLabels, LabelCache
 from coordinated_mesh.mesh.drain import ClusterPod
 from coordinated_mesh.mesh.policies import MeshPolicy
 
-__all__ = ["KubernetesBackend", "LightkubeBackend", "make_kubernetes_backend"]
+__all__ = ["KubernetesBackend", "LegacyMigration", "LightkubeBackend", "make_kubernetes_backend"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,27 @@ class KubernetesBackend(Protocol):
         ...
 
 
+@runtime_checkable
+class LegacyMigration(Protocol):
+    """What a backend does to take over from ``coordinated-workers`` (optional; leader only).
+
+    A backend without these methods (an older test fake) skips the migration. Both raise only
+    :class:`~coordinated_mesh.k8s.client.KubernetesError`; see :mod:`coordinated_mesh.k8s.migration`.
+    """
+
+    def adopt_legacy_labels(self) -> bool:
+        """Make the labels the old package applied ours to manage; True if it wrote."""
+        ...
+
+    def legacy_policy_names(self) -> list[str]:
+        """The names of the old package's cluster-internal policies (never ours), sorted."""
+        ...
+
+    def delete_legacy_policies(self) -> list[str]:
+        """Delete the old package's cluster-internal policies (never ours); their names."""
+        ...
+
+
 class LightkubeBackend:
     """:class:`KubernetesBackend` on a lightkube client, the label helpers and the policy manager.
 
@@ -83,8 +104,16 @@ class LightkubeBackend:
     units that never touch Kubernetes never import lightkube's models.
     """
 
-    def __init__(self, *, app_name: str, namespace: str, client_factory: ClientFactory | None):
+    def __init__(
+        self,
+        *,
+        app_name: str,
+        namespace: str,
+        client_factory: ClientFactory | None,
+        label_cache: LabelCache | None = None,
+    ):
         self._client = AppClient(app_name=app_name, namespace=namespace, factory=client_factory)
+        self._label_cache = label_cache
 
     def _manager(self):
         from coordinated_mesh.k8s.policy_manager import PolicyResourceManager
@@ -95,7 +124,7 @@ class LightkubeBackend:
         )
 
     def reconcile_labels(self, labels: Mapping[str, str]) -> bool:  # noqa: D102
-        return AppLabels(self._client).reconcile_labels(labels)
+        return AppLabels(self._client, self._label_cache).reconcile_labels(labels)
 
     def managed_labels(self) -> dict[str, str]:  # noqa: D102
         return AppLabels(self._client).managed_labels()
@@ -154,13 +183,53 @@ class LightkubeBackend:
     def delete_label_memory(self) -> bool:  # noqa: D102
         return AppLabels(self._client).delete_label_memory()
 
+    def adopt_legacy_labels(self) -> bool:  # noqa: D102
+        from coordinated_mesh.k8s.labels import managed_charm_labels
+        from coordinated_mesh.k8s.migration import adopt_legacy_label_memory
+
+        client = self._client
+        wrote = adopt_legacy_label_memory(
+            client.get(), app_name=client.app_name, namespace=client.namespace
+        )
+        if wrote and self._label_cache is not None:
+            # Our memory now holds what the old package applied: the cached copy is stale.
+            self._label_cache.remember(
+                managed_charm_labels(
+                    client.get(), app_name=client.app_name, namespace=client.namespace
+                )
+            )
+        return wrote
+
+    def legacy_policy_names(self) -> list[str]:  # noqa: D102
+        from coordinated_mesh.k8s.migration import legacy_policies
+
+        client = self._client
+        found = legacy_policies(client.get(), app_name=client.app_name, namespace=client.namespace)
+        return [str(obj["metadata"]["name"]) for obj in found]
+
+    def delete_legacy_policies(self) -> list[str]:  # noqa: D102
+        from coordinated_mesh.k8s.migration import delete_legacy_policies
+
+        client = self._client
+        return delete_legacy_policies(
+            client.get(), app_name=client.app_name, namespace=client.namespace
+        )
+
 
 def make_kubernetes_backend(
-    *, app_name: str, namespace: str, client_factory: ClientFactory | None = None
+    *,
+    app_name: str,
+    namespace: str,
+    client_factory: ClientFactory | None = None,
+    label_cache: LabelCache | None = None,
 ) -> KubernetesBackend:
-    """The production backend (the seam plain ``ops.testing`` tests replace with a fake)."""
+    """The production backend (the seam plain ``ops.testing`` tests replace with a fake).
+
+    ``label_cache``: the leader's copy of its label memory (see :class:`LabelCache`).
+    """
     return LightkubeBackend(
         app_name=app_name,
         namespace=namespace,
         client_factory=client_factory,
+        label_cache=label_cache,
     )

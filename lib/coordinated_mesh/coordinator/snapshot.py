@@ -14,16 +14,21 @@ from dataclasses import dataclass, field
 import ops
 
 from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
-from coordinated_mesh.parse import Problem, nameservers_from_resolv_conf
+from coordinated_mesh.parse import Problem, nameservers_from_resolv_conf, unit_fqdn
 from coordinated_mesh.proxy.plan import CoordinatorIdentity
-from coordinated_mesh.relations.cluster import CoordinatorAppData, WorkerUnitData
+from coordinated_mesh.relations.cluster import (
+    CoordinatorAppData,
+    JujuTopology,
+    WorkerAppData,
+    WorkerUnitData,
+)
 from coordinated_mesh.relations.databag import DatabagError
 from coordinated_mesh.relations.endpoints import CoordinatorEndpoints
 from coordinated_mesh.relations.loki_push_api import read_loki_push_urls
 from coordinated_mesh.relations.remote_write import read_remote_write_urls
 from coordinated_mesh.relations.tracing import read_tracing_receivers
 
-__all__ = ["RESOLV_CONF", "MeshState", "Snapshot", "observe"]
+__all__ = ["RESOLV_CONF", "MeshState", "Snapshot", "observe", "read_published_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +66,9 @@ class Snapshot:
     worker_apps: tuple[str, ...] = ()
     """The related worker applications, sorted."""
     workers: tuple[WorkerUnitData, ...] = ()
-    """Every worker unit's valid cluster data, by relation and unit name."""
+    """Every worker unit's cluster data (derived from its name and application), by unit name."""
+    outdated_worker_apps: tuple[str, ...] = ()
+    """Worker applications that publish only unit data (an older worker charm), sorted."""
     backend_loki_urls: Mapping[str, str] = field(default_factory=dict[str, str])
     backend_remote_write_urls: Mapping[str, str] = field(default_factory=dict[str, str])
     backend_charm_tracing_receivers: Mapping[str, str] = field(default_factory=dict[str, str])
@@ -69,53 +76,100 @@ class Snapshot:
     resolvers: tuple[str, ...] = ()
     """The nameservers of ``/etc/resolv.conf`` (unparsed: the proxy planner parses them)."""
     mesh: MeshState = field(default_factory=MeshState)
-    published_worker_labels: Mapping[int, Mapping[str, str]] = field(
-        default_factory=dict[int, Mapping[str, str]]
-    )
-    """The ``worker_labels`` already in each cluster relation's databag, by relation id (leader
-    only; a relation that has none published is absent)."""
     worker_config: str | None = None
     """The charm's workload configuration for the workers (its callback's result)."""
     problems: tuple[Problem, ...] = ()
     """Remote data that was dropped while reading, in reading order."""
 
 
+def _first_unit_data(
+    relation: ops.Relation, endpoint: str, problems: list[Problem]
+) -> WorkerUnitData | None:
+    """An older worker's facts: its first valid unit databag, in unit order (read once)."""
+    for unit in sorted(relation.units, key=lambda u: u.name):
+        try:
+            data = dict(relation.data[unit])
+        except ops.ModelError as e:
+            problems.append(Problem.of(endpoint, unit.name, f"unreadable: {e}"))
+            continue
+        if not data:
+            continue  # joined but not yet published: not an error
+        try:
+            worker = WorkerUnitData.load(data)
+        except DatabagError as e:
+            problems.append(Problem.of(endpoint, unit.name, str(e)))
+            continue
+        topology = worker.juju_topology
+        if topology.unit != unit.name or topology.application != relation.app.name:
+            reason = f"juju_topology names {topology.unit} of {topology.application}"
+            problems.append(Problem.of(endpoint, unit.name, reason))
+            continue
+        return worker
+    return None
+
+
 def _read_workers(
-    relations: list[ops.Relation], endpoint: str, problems: list[Problem]
-) -> tuple[tuple[str, ...], tuple[WorkerUnitData, ...]]:
+    relations: list[ops.Relation],
+    endpoint: str,
+    problems: list[Problem],
+    *,
+    model_name: str,
+    cluster_domain: str,
+) -> tuple[tuple[str, ...], tuple[WorkerUnitData, ...], tuple[str, ...]]:
+    """The worker applications, their units' data and the outdated applications.
+
+    Per relation: one application databag and the unit list. A unit's address is derived from
+    its name (``unit_fqdn``), never read; only an older worker (no ``charm_name`` in its
+    application databag) has one unit databag read, for its charm and metrics endpoint.
+    """
     apps: set[str] = set()
+    outdated: set[str] = set()
     units: list[WorkerUnitData] = []
     for relation in relations:
-        apps.add(relation.app.name)
-        for unit in sorted(relation.units, key=lambda u: u.name):
-            try:
-                data = dict(relation.data[unit])
-            except ops.ModelError as e:
-                problems.append(Problem.of(endpoint, unit.name, f"unreadable: {e}"))
-                continue
-            if not data:
-                continue  # joined but not yet published: not an error
-            try:
-                worker = WorkerUnitData.load(data)
-            except DatabagError as e:
-                problems.append(Problem.of(endpoint, unit.name, str(e)))
-                continue
-            topology = worker.juju_topology
-            if topology.unit != unit.name or topology.application != relation.app.name:
-                reason = f"juju_topology names {topology.unit} of {topology.application}"
-                problems.append(Problem.of(endpoint, unit.name, reason))
-                continue
-            units.append(worker)
-    return tuple(sorted(apps)), tuple(units)
+        app = relation.app.name
+        apps.add(app)
+        try:
+            app_data = WorkerAppData.load(relation.data[relation.app])
+        except ops.ModelError as e:
+            problems.append(Problem.of(endpoint, app, f"unreadable: {e}"))
+            continue
+        except DatabagError as e:
+            problems.append(Problem.of(endpoint, app, str(e)))
+            continue
+        if app_data.current:
+            charm_name, metrics = app_data.charm_name, app_data.metrics_endpoint
+        else:
+            first = _first_unit_data(relation, endpoint, problems)
+            if first is None:
+                continue  # joined but nothing published yet
+            outdated.add(app)
+            charm_name, metrics = first.juju_topology.charm_name, first.metrics_endpoint
+        for unit in relation.units:
+            units.append(
+                WorkerUnitData.model_construct(
+                    juju_topology=JujuTopology.model_construct(
+                        application=app, unit=unit.name, charm_name=charm_name
+                    ),
+                    address=unit_fqdn(
+                        unit.name,
+                        app_name=app,
+                        model_name=model_name,
+                        cluster_domain=cluster_domain,
+                    ),
+                    metrics_endpoint=metrics,
+                )
+            )
+    units.sort(key=lambda worker: worker.juju_topology.unit)
+    return tuple(sorted(apps)), tuple(units), tuple(sorted(outdated))
 
 
-def _published_labels(
+def read_published_labels(
     relations: list[ops.Relation], app: ops.Application
 ) -> dict[int, Mapping[str, str]]:
     """The worker labels already in each cluster relation's databag, by relation id.
 
-    Per relation: a worker application that joined since has none, and must not be given
-    another relation's (mesh) labels while its policies cannot be written.
+    Per relation: a worker application that joined since has none (it is absent), and must not
+    be given another relation's mesh labels while its policies cannot be written.
     """
     labels: dict[int, Mapping[str, str]] = {}
     for relation in sorted(relations, key=lambda r: r.id):
@@ -165,7 +219,13 @@ def observe(
     relations = model.relations
     problems: list[Problem] = []
     cluster = list(relations.get(endpoints.cluster, ()))
-    worker_apps, workers = _read_workers(cluster, endpoints.cluster, problems)
+    worker_apps, workers, outdated = _read_workers(
+        cluster,
+        endpoints.cluster,
+        problems,
+        model_name=model.name,
+        cluster_domain=cluster_domain,
+    )
     mesh_state = _read_mesh(mesh, endpoints.cross_model_mesh_provides, problems)
     loki, found = read_loki_push_urls(relations.get(endpoints.logging, ()))
     problems += found
@@ -189,13 +249,13 @@ def observe(
         endpoints=endpoints,
         worker_apps=worker_apps,
         workers=workers,
+        outdated_worker_apps=outdated,
         backend_loki_urls=loki,
         backend_remote_write_urls=remote_write,
         backend_charm_tracing_receivers=charm_tracing,
         backend_workload_tracing_receivers=workload,
         resolvers=_read_resolvers(resolv_conf or RESOLV_CONF),
         mesh=mesh_state,
-        published_worker_labels=_published_labels(cluster, charm.app) if is_leader else {},
         worker_config=worker_config() if worker_config else None,
         problems=tuple(problems),
     )

@@ -69,6 +69,8 @@ class Observations:
     """The charm's endpoint names, used in the status texts."""
     worker_apps: int = 0
     worker_units: int = 0
+    outdated_worker_apps: tuple[str, ...] = ()
+    """Worker applications running an older charm (they publish only unit data)."""
     mesh_related: bool = False
     mesh_ready: bool = False
     mesh_type: str | None = None
@@ -121,6 +123,9 @@ def active_summary(obs: Observations) -> str:
         parts.append(text)
     else:
         parts.append("mesh: none")
+    if obs.outdated_worker_apps:
+        names = shorten(" ".join(obs.outdated_worker_apps), 60)
+        parts.append(f"outdated workers (juju refresh): {names}")
     return ", ".join(parts)
 
 

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from coordinated_mesh.k8s.client import MANAGED_BY, AppClient, api_errors
 from coordinated_mesh.parse import is_juju_owned_label, validate_labels
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # lightkube's models are imported when a call needs them, not
 
 __all__ = [
     "AppLabels",
+    "LabelCache",
     "LabelPlan",
     "delete_label_memory",
     "label_patch",
@@ -40,6 +41,22 @@ LabelPatch = dict[str, str | None]
 """Labels to set (a value) and to remove (``None``), as a JSON merge patch carries them."""
 
 logger = logging.getLogger(__name__)
+
+
+class LabelCache(Protocol):
+    """A copy of the label memory kept by the leader across hooks (``charm.memory``).
+
+    With one, a hook whose labels are all in place reads only the StatefulSet and the Service;
+    any write is still planned from the ConfigMap itself.
+    """
+
+    def recall(self) -> dict[str, str] | None:
+        """The labels recorded last by this leader, ``None`` when unknown."""
+        ...
+
+    def remember(self, labels: Mapping[str, str]) -> None:
+        """Record what the ConfigMap now holds."""
+        ...
 
 
 def memory_name(app_name: str) -> str:
@@ -231,8 +248,62 @@ def _write_memory(
     client.create(config_map, field_manager=field_manager)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Objects:
+    """The labels on our StatefulSet's pod template and Service, and its selector's keys."""
+
+    statefulset: Mapping[str, str]
+    service: Mapping[str, str]
+    selector: Collection[str]
+
+    def plan(self, wanted: Mapping[str, str], previous: Mapping[str, str]) -> LabelPlan:
+        return plan_labels(
+            wanted,
+            previous=previous,
+            statefulset_labels=self.statefulset,
+            service_labels=self.service,
+            selector=self.selector,
+        )
+
+
+def _ours(wanted: Mapping[str, str], plan: LabelPlan) -> dict[str, str]:
+    """The wanted labels that are ours to set and remember (not someone else's)."""
+    return {key: value for key, value in wanted.items() if key not in plan.not_ours}
+
+
+def _plan_with_cache(
+    wanted: dict[str, str],
+    *,
+    recorded: dict[str, str],
+    cached: Mapping[str, str],
+    objects: _Objects,
+) -> LabelPlan:
+    """:func:`plan_labels`, removing what the ConfigMap or the cache says we applied.
+
+    The memory writes are decided against the ConfigMap itself, so it is rewritten when it
+    lacks what the cache knows (deleted or edited out of band).
+    """
+    known = {**cached, **recorded}
+    plan = objects.plan(wanted, known)
+    if known == recorded:
+        return plan
+    wanted = _ours(wanted, plan)
+    adds = any(value is not None for value in (*plan.statefulset.values(), *plan.service.values()))
+    intent = dict(sorted({**known, **wanted}.items()))
+    before = intent if adds and intent != recorded else None
+    after = before if before is not None else recorded
+    return dataclasses.replace(
+        plan, memory_before=before, memory_after=wanted if after != wanted else None
+    )
+
+
 def reconcile_charm_labels(
-    client: Client, *, app_name: str, namespace: str, labels: Mapping[str, str]
+    client: Client,
+    *,
+    app_name: str,
+    namespace: str,
+    labels: Mapping[str, str],
+    cache: LabelCache | None = None,
 ) -> bool:
     """Make ``labels`` present on the application's pod template and Service; remove stale ones.
 
@@ -245,6 +316,9 @@ def reconcile_charm_labels(
         app_name: the Juju application (its StatefulSet and Service have this name).
         namespace: the Juju model's namespace.
         labels: the complete set of labels this application's pods must carry.
+        cache: what this leader recorded last; when it is ``labels`` and both objects carry
+            them, the memory ConfigMap is not read (two reads in all). Whatever it holds is also
+            taken as applied by us, so a memory deleted out of band cannot hide stale labels.
 
     Returns:
         Whether anything was written.
@@ -260,21 +334,25 @@ def reconcile_charm_labels(
 
     wanted = validate_labels(dict(labels))
     field_manager = f"{app_name}-{namespace}"
+    cached = cache.recall() if cache is not None else None
     with api_errors(app_name=app_name):
-        config_map = _get_memory(client, app_name=app_name, namespace=namespace)
         statefulset = client.get(StatefulSet, app_name, namespace=namespace)
         service = client.get(Service, app_name, namespace=namespace)
-        previous = {} if config_map is None else _parse_memory(config_map, app_name=app_name)
         spec = statefulset.spec
         template_meta = spec.template.metadata if spec else None
         selector = (spec.selector.matchLabels if spec else None) or {}
-        plan = plan_labels(
-            wanted,
-            previous=previous,
-            statefulset_labels=(template_meta.labels if template_meta else None) or {},
-            service_labels=(service.metadata.labels if service.metadata else None) or {},
-            selector=selector.keys(),
+        objects = _Objects(
+            statefulset=(template_meta.labels if template_meta else None) or {},
+            service=(service.metadata.labels if service.metadata else None) or {},
+            selector=tuple(selector),
         )
+        if cached is not None:
+            steady = objects.plan(wanted, cached)
+            if cached == _ours(wanted, steady) and not steady.writes:
+                return False  # the steady state: in place, and recorded as such
+        config_map = _get_memory(client, app_name=app_name, namespace=namespace)
+        recorded = {} if config_map is None else _parse_memory(config_map, app_name=app_name)
+        plan = _plan_with_cache(wanted, recorded=recorded, cached=cached or {}, objects=objects)
         exists = config_map is not None
         if plan.not_ours:
             logger.warning(
@@ -321,6 +399,8 @@ def reconcile_charm_labels(
                 exists=exists,
                 field_manager=field_manager,
             )
+    if cache is not None:
+        cache.remember(_ours(wanted, plan))  # what the ConfigMap holds now
     return plan.writes
 
 
@@ -354,14 +434,19 @@ class AppLabels:
     :func:`reconcile_charm_labels` for what reconciling does and writes. Only the leader may use it.
     """
 
-    def __init__(self, client: AppClient):
+    def __init__(self, client: AppClient, cache: LabelCache | None = None):
         self._client = client
+        self._cache = cache
 
     def reconcile_labels(self, labels: Mapping[str, str]) -> bool:
         """Make ``labels`` the managed labels; True if anything was written."""
         client = self._client
         return reconcile_charm_labels(
-            client.get(), app_name=client.app_name, namespace=client.namespace, labels=labels
+            client.get(),
+            app_name=client.app_name,
+            namespace=client.namespace,
+            labels=labels,
+            cache=self._cache,
         )
 
     def managed_labels(self) -> dict[str, str]:

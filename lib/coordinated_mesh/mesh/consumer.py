@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import ops
 import pydantic
 
+from coordinated_mesh.charm.memory import DatabagMemory, write_changed
 from coordinated_mesh.charm.metadata import require_declared
 from coordinated_mesh.mesh.policies import (
     AppPolicy,
@@ -264,12 +265,7 @@ class ServiceMeshConsumer(ops.Object):
             return self._provider_cache[snapshot]
         self._provider_cache[snapshot] = state
         if state.data is not None:
-            logger.debug(
-                "mesh %s ready on relation %r, labels %s",
-                state.data.mesh_type,
-                self._mesh_endpoint,
-                json.dumps(state.data.labels, sort_keys=True),
-            )
+            pass  # ready: the status says so; a log line would cost a juju-log on every hook
         elif state.waiting:
             logger.info("service mesh not ready: %s", state.problem)
         else:
@@ -349,8 +345,10 @@ class ServiceMeshConsumer(ops.Object):
 
     # --- writing (leader only) ----------------------------------------------------------------
 
-    def publish_policies(self) -> bool:
+    def publish_policies(self, memory: DatabagMemory | None = None) -> bool:
         """Publish :meth:`mesh_policies` on the mesh relation, if we lead and they changed.
+
+        With ``memory``, policies equal to those this unit wrote last are not read again.
 
         Returns:
             Whether anything was written. Non-leaders never write (and never raise): ``False``.
@@ -363,16 +361,15 @@ class ServiceMeshConsumer(ops.Object):
         wanted = policies_to_json(self.mesh_policies())
         changed = False
         for relation in relations:
-            databag = relation.data[self._charm.app]
-            if databag.get(POLICIES_KEY) != wanted:
-                databag[POLICIES_KEY] = wanted
-                changed = True
+            changed |= write_changed(relation.data[self._charm.app], {POLICIES_KEY: wanted}, memory)
         if changed:
             logger.info("published %d mesh policies", len(json.loads(wanted)))
         return changed
 
-    def publish_cmr_data(self) -> bool:
+    def publish_cmr_data(self, memory: DatabagMemory | None = None) -> bool:
         """Tell cross-model servers (on the requires endpoint) our real application and model.
+
+        With ``memory``, data equal to what this unit wrote last is not read again.
 
         Returns:
             Whether anything was written. Non-leaders never write: ``False``.
@@ -386,5 +383,5 @@ class ServiceMeshConsumer(ops.Object):
         )
         changed = False
         for relation in self.model.relations[self._cmr_requires_endpoint]:
-            changed = data.write(relation.data[self._charm.app]) or changed
+            changed = data.write(relation.data[self._charm.app], memory) or changed
         return changed

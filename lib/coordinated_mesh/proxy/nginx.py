@@ -195,7 +195,9 @@ def _query_location(out: _Writer, route: QueryRoute) -> None:
 
 def _grpc_route(out: _Writer, route: GrpcRoute) -> None:
     out.open(f"location {_safe(route.location)}")
-    out.line(f"set $grpc_upstream grpc://{_safe(route.upstream)};")
+    # A receiver serving TLS gets grpcs:// (SNI: grpc_ssl_server_name, in the http block).
+    scheme = "grpcs" if route.tls else "grpc"
+    out.line(f"set $grpc_upstream {scheme}://{_safe(route.upstream)};")
     out.line("grpc_pass $grpc_upstream;")
     out.close()
 
@@ -259,6 +261,7 @@ def _http_settings(out: _Writer, plan: TelemetryProxyPlan, settings: NginxSettin
     out.line("proxy_read_timeout 60s;")
     out.line("proxy_ssl_server_name on;")
     out.line("grpc_connect_timeout 10s;")
+    out.line("grpc_ssl_server_name on;")
 
 
 def render_nginx_config(plan: TelemetryProxyPlan, settings: NginxSettings | None = None) -> str:

@@ -37,10 +37,15 @@ from coordinated_mesh.parse import (
 from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
 from coordinated_mesh.relations.cluster import ProxiedTelemetry, WorkerUnitData
 from coordinated_mesh.relations.endpoints import CoordinatorEndpoints
-from coordinated_mesh.relations.tracing import GRPC_TRACING_PROTOCOLS, HTTP_TRACING_PROTOCOLS
+from coordinated_mesh.relations.tracing import (
+    GRPC_TRACING_PROTOCOLS,
+    HTTP_TRACING_PROTOCOLS,
+    grpc_receivers_use_tls,
+)
 
 __all__ = [
     "MAX_ITEMS",
+    "MAX_WORKER_UNITS",
     "NGINX_EXPORTER_JOB_NAME",
     "NGINX_EXPORTER_PORT",
     "CoordinatorIdentity",
@@ -56,11 +61,15 @@ __all__ = [
 NGINX_EXPORTER_PORT = 9113
 """Where ``nginx-prometheus-exporter`` serves metrics (``--web.listen-address=:9113``)."""
 NGINX_EXPORTER_JOB_NAME = "nginx-exporter"
-"""The scrape job of the coordinator's own exporter (worker jobs end in ``-<number>``)."""
+"""The scrape job of the coordinator's own exporter (worker jobs start ``workers-``)."""
 DEFAULT_STATUS_PORT = 8081
 """The loopback port of nginx's ``stub_status`` page, read by the exporter."""
 MAX_ITEMS = 1024
-"""The most items of one kind (workers, Loki units, ...) taken from one source; more are dropped."""
+"""The most backend items of one kind (Loki units, remote-write units, tracing receivers) taken
+from one relation; more are dropped, with a problem."""
+MAX_WORKER_UNITS = 10_000
+"""The most worker units one coordinator serves (nginx ``split_clients`` shares cannot go below
+0.01%); more are dropped, with a problem. Tested at 5,000."""
 
 # --- Inputs --------------------------------------------------------------------------------
 
@@ -152,10 +161,15 @@ class HttpRoute:
 
 @dataclass(frozen=True, order=True)
 class GrpcRoute:
-    """One ``location`` on the gRPC listener: a gRPC service path prefix and its receiver."""
+    """One ``location`` on the gRPC listener: a gRPC service path prefix and its receiver.
+
+    ``tls``: the receiver serves TLS (``grpcs://``, with SNI); see
+    :func:`~coordinated_mesh.relations.tracing.grpc_receivers_use_tls`.
+    """
 
     location: str
     upstream: GrpcAddress
+    tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,7 +223,8 @@ class TelemetryProxyPlan:
         http_routes: routes of the HTTP proxy server, sorted by location.
         grpc_routes: routes of the gRPC listener (empty without ``grpc_port``), sorted.
         proxied_telemetry: the proxied URLs for the workers.
-        scrape_jobs: Prometheus scrape jobs: the exporter's, then one per worker, by job name.
+        scrape_jobs: Prometheus scrape jobs: the exporter's, then one per worker application
+            (``workers-<app>``, a target per unit), by job name.
         problems: dropped inputs, sorted.
         query_route: the worker query API route; ``None`` without a :class:`WorkerQueryApi` or
             while no worker can serve queries.
@@ -244,12 +259,17 @@ class _Collector:
     def add(self, endpoint: str, item: object, reason: str) -> None:
         self.problems.append(Problem.of(endpoint, item, reason))
 
-    def capped(self, endpoint: str, items: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-        """Items sorted by key (as text), at most :data:`MAX_ITEMS`; the rest reported."""
-        ordered = sorted(items, key=lambda kv: (str(kv[0]), str(kv[1])))
-        if len(ordered) > MAX_ITEMS:
-            self.add(endpoint, f"{len(ordered)} items", f"only the first {MAX_ITEMS} are used")
-        return ordered[:MAX_ITEMS]
+    def capped(
+        self, endpoint: str, items: Iterable[tuple[Any, Any]], limit: int = MAX_ITEMS
+    ) -> list[tuple[Any, Any]]:
+        """Items of a mapping sorted by key (as text), at most ``limit``; the rest reported.
+
+        Keys of a mapping are distinct, so the key alone orders them.
+        """
+        ordered = sorted(items, key=lambda kv: str(kv[0]))
+        if len(ordered) > limit:
+            self.add(endpoint, f"{len(ordered)} items", f"only the first {limit} are used")
+        return ordered[:limit]
 
 
 def _proxy_base_url(inputs: TelemetryProxyInputs) -> str:
@@ -328,25 +348,54 @@ def _worker_host(unit: object, worker: WorkerUnitData) -> tuple[str, str]:
     return name, parse_host(worker.address)
 
 
+WORKER_JOB_PREFIX = "workers-"
+"""Worker scrape jobs are ``workers-<application>``: never the exporter's job name."""
+
+
 def _worker_scrape_job(
-    inputs: TelemetryProxyInputs, name: str, worker: WorkerUnitData
+    inputs: TelemetryProxyInputs, application: str, charm_name: str, units: Sequence[str]
 ) -> dict[str, Any]:
-    """The proxied scrape job of one worker unit (its metrics route's location)."""
-    topology = worker.juju_topology
+    """The proxied scrape job of one worker application: one target per unit, O(1) bytes each.
+
+    Each target is a placeholder ``<unit path name>:<port>`` that ``relabel_configs`` turn into
+    the unit's proxied metrics path and ``juju_unit``, then point at the coordinator's Service
+    (the blackbox-exporter pattern). The real ``prometheus_scrape`` consumer keeps non-wildcard
+    targets that are not its provider's unit addresses as given, in one job, and keeps our
+    ``relabel_configs`` before its own ``instance`` one (``prometheus_k8s`` v0 LIBPATCH 61,
+    ``PrometheusConfig.expand_wildcard_targets_into_individual_jobs``).
+    """
+    port = inputs.config.http_port
     labels = {
         "juju_model": inputs.identity.model_name,
         "juju_model_uuid": inputs.identity.model_uuid,
-        "juju_application": topology.application,
-        "juju_unit": topology.unit,
-        "juju_charm": topology.charm_name,
+        "juju_application": application,
+        "juju_charm": charm_name,
     }
-    target = f"{inputs.identity.service_fqdn}:{inputs.config.http_port}"
     return {
-        "job_name": unit_path_name(name),
-        "metrics_path": f"/proxy/worker/{unit_path_name(name)}/metrics",
-        "static_configs": [{"targets": [target]}],
+        "job_name": WORKER_JOB_PREFIX + application,
+        "metrics_path": "/metrics",
+        "static_configs": [{"targets": [f"{unit_path_name(u)}:{port}" for u in sorted(units)]}],
         "relabel_configs": [
-            {"target_label": label, "replacement": value} for label, value in sorted(labels.items())
+            {
+                "source_labels": ["__address__"],
+                "regex": r"(.+):[0-9]+",
+                "target_label": "__metrics_path__",
+                "replacement": "/proxy/worker/${1}/metrics",
+            },
+            {
+                "source_labels": ["__address__"],
+                "regex": r"(.+)-([0-9]+):[0-9]+",
+                "target_label": "juju_unit",
+                "replacement": "${1}/${2}",
+            },
+            {
+                "target_label": "__address__",
+                "replacement": f"{inputs.identity.service_fqdn}:{port}",
+            },
+            *(
+                {"target_label": label, "replacement": value}
+                for label, value in sorted(labels.items())
+            ),
         ],
     }
 
@@ -358,9 +407,10 @@ def _worker_routes(
     endpoint = inputs.endpoints.cluster
     api = inputs.worker_query_api
     routes: list[HttpRoute] = []
-    jobs: list[dict[str, Any]] = []
+    scraped: dict[str, tuple[str, list[str]]] = {}  # application -> its charm, its units
     query_backends: set[HttpUrl] = set()
-    for unit, worker in collect.capped(endpoint, _unique_workers(collect, inputs).items()):
+    workers = _unique_workers(collect, inputs).items()
+    for unit, worker in collect.capped(endpoint, workers, MAX_WORKER_UNITS):
         metrics = worker.metrics_endpoint
         query_port: int | None = None
         if api is not None:
@@ -380,12 +430,16 @@ def _worker_routes(
             else:
                 location = f"/proxy/worker/{unit_path_name(name)}/metrics"
                 routes.append(HttpRoute(location=location, exact=True, upstream=url))
-                jobs.append(_worker_scrape_job(inputs, name, worker))
+                topology = worker.juju_topology
+                scraped.setdefault(topology.application, (topology.charm_name, []))[1].append(name)
         if query_port is not None:
             try:
                 query_backends.add(HttpUrl("http", host, parse_port(query_port), ""))
             except ValueError as e:
                 collect.add(endpoint, unit, f"query API dropped: {e}")
+    jobs = [
+        _worker_scrape_job(inputs, app, charm, units) for app, (charm, units) in scraped.items()
+    ]
     return routes, jobs, query_backends
 
 
@@ -415,6 +469,7 @@ def _tracing(
     http_routes: list[HttpRoute] = []
     grpc_routes: list[GrpcRoute] = []
     proxied: dict[str, str] = {}
+    grpc_tls = grpc_receivers_use_tls(receivers)
     for protocol, raw in collect.capped(endpoint, receivers.items()):
         if protocol not in HTTP_TRACING_PROTOCOLS and protocol not in GRPC_TRACING_PROTOCOLS:
             collect.add(endpoint, protocol, "unknown tracing protocol")
@@ -430,7 +485,8 @@ def _tracing(
                 address = parse_grpc_address(raw)
                 _backend_host(inputs, address.host)
                 if kind == "workload" and inputs.config.grpc_port is not None:
-                    grpc_routes.append(GrpcRoute(GRPC_TRACING_PROTOCOLS[protocol], address))
+                    route = GrpcRoute(GRPC_TRACING_PROTOCOLS[protocol], address, tls=grpc_tls)
+                    grpc_routes.append(route)
                     proxied[protocol] = f"{inputs.identity.service_fqdn}:{inputs.config.grpc_port}"
         except ValueError as e:
             collect.add(endpoint, protocol, str(e))

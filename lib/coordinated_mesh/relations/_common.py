@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import ops
 import pydantic
 
+from coordinated_mesh.charm.memory import DatabagMemory, write_changed
 from coordinated_mesh.parse import Problem, parse_http_url, shorten
 from coordinated_mesh.relations.databag import load_json_value
 
@@ -44,38 +45,25 @@ def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def write_changed(databag: MutableMapping[str, str], values: Mapping[str, str | None]) -> bool:
-    """Set each key to its value (``None`` deletes the key) where it differs; return if any did."""
-    changed = False
-    for key, value in sorted(values.items()):
-        if value is None:
-            if key in databag:
-                del databag[key]
-                changed = True
-        elif databag.get(key) != value:
-            databag[key] = value
-            changed = True
-    return changed
-
-
 def write_provider_data(
     model: ops.Model,
     endpoint: str,
     *,
     unit_data: Mapping[str, str | None],
     app_data: Mapping[str, str | None],
+    memory: DatabagMemory | None = None,
 ) -> bool:
     """Write our unit's data (every unit) and our app's data (leader only) on every relation.
 
-    Only keys whose value differs are written (see :func:`write_changed`). Returns whether
-    anything was written.
+    Only keys whose value differs are written (see :func:`write_changed`; with ``memory``, what
+    was written last time is not read again). Returns whether anything was written.
     """
     leader = model.unit.is_leader()
     changed = False
     for relation in sorted(model.relations[endpoint], key=lambda r: r.id):
-        changed |= write_changed(relation.data[model.unit], unit_data)
+        changed |= write_changed(relation.data[model.unit], unit_data, memory)
         if leader:
-            changed |= write_changed(relation.data[model.app], app_data)
+            changed |= write_changed(relation.data[model.app], app_data, memory)
     return changed
 
 

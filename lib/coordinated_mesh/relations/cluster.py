@@ -1,9 +1,10 @@
 """The ``cluster`` relation between a coordinator (provider) and its workers (requirers).
 
 Coordinator application databag: :class:`CoordinatorAppData` (labels, workload configuration,
-:class:`ProxiedTelemetry`); worker unit databag: :class:`WorkerUnitData` (topology, address,
-metrics endpoint); worker application databag: :class:`WorkerAppData` (role). Values are JSON in
-strings; unknown keys are ignored. Every key: ``docs/reference/relations.md``.
+:class:`ProxiedTelemetry`); worker application databag: :class:`WorkerAppData` (role, charm,
+metrics endpoint: what the coordinator reads); worker unit databag: :class:`WorkerUnitData`
+(topology, address, metrics endpoint: kept for older coordinators, read only from older workers).
+Values are JSON in strings; unknown keys are ignored. Every key: ``docs/reference/relations.md``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "RemoteWriteEndpoint",
     "WorkerAppData",
     "WorkerUnitData",
+    "juju_topology_labels",
     "parse_proxied_telemetry",
 ]
 
@@ -131,6 +133,24 @@ class JujuTopology(pydantic.BaseModel):
     charm_name: str = pydantic.Field(pattern=APP_NAME_PATTERN, max_length=63)
 
 
+def juju_topology_labels(
+    topology: JujuTopology, *, model_name: str, model_uuid: str
+) -> dict[str, str]:
+    """A unit's Juju topology as Prometheus labels, sorted by name.
+
+    ``juju_application``, ``juju_charm``, ``juju_model``, ``juju_model_uuid``, ``juju_unit``: the
+    labels the coordinator's scrape jobs give a worker's metrics, and those a worker attaches to
+    what it remote-writes itself.
+    """
+    return {
+        "juju_application": topology.application,
+        "juju_charm": topology.charm_name,
+        "juju_model": model_name,
+        "juju_model_uuid": model_uuid,
+        "juju_unit": topology.unit,
+    }
+
+
 class MetricsEndpoint(pydantic.BaseModel):
     """Where a worker unit serves its Prometheus metrics (on its own address)."""
 
@@ -141,7 +161,12 @@ class MetricsEndpoint(pydantic.BaseModel):
 
 
 class WorkerUnitData(DatabagModel):
-    """What every worker unit publishes about itself."""
+    """What every worker unit publishes about itself.
+
+    A coordinator of this version derives all of it from the unit's name and its application's
+    :class:`WorkerAppData`; it reads a unit databag only from an older worker whose application
+    databag has no ``charm_name`` (one valid unit databag per application).
+    """
 
     juju_topology: JujuTopology
     address: str = pydantic.Field(pattern=HOSTNAME_PATTERN, max_length=253)
@@ -149,9 +174,22 @@ class WorkerUnitData(DatabagModel):
 
 
 class WorkerAppData(DatabagModel):
-    """What the worker leader publishes about its application."""
+    """What the worker leader publishes about its application: the same for every unit.
+
+    ``charm_name`` absent means an older worker, which publishes its charm and metrics endpoint
+    only in its unit databags (:class:`WorkerUnitData`).
+    """
 
     role: str = pydantic.Field(default=DEFAULT_ROLE, pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    charm_name: str | None = pydantic.Field(default=None, pattern=APP_NAME_PATTERN, max_length=63)
+    """The worker's charm (its units' ``juju_charm`` label)."""
+    metrics_endpoint: MetricsEndpoint | None = None
+    """Where every unit serves its metrics, on its own address (``None``: no metrics)."""
+
+    @property
+    def current(self) -> bool:
+        """Whether the worker publishes per-application facts (this protocol version)."""
+        return self.charm_name is not None
 
 
 def _parse_receivers(

@@ -15,6 +15,7 @@ from typing import Any, Self
 
 import pydantic
 
+from coordinated_mesh.charm.memory import DatabagMemory, write_changed
 from coordinated_mesh.parse import shorten
 
 __all__ = ["DatabagError", "DatabagModel", "load_json_value"]
@@ -115,21 +116,16 @@ class DatabagModel(pydantic.BaseModel):
             out[key] = json.dumps(value, sort_keys=True)
         return out
 
-    def write(self, databag: Any) -> bool:
+    def write(self, databag: Any, memory: DatabagMemory | None = None) -> bool:
         """Write this model into a (Juju) databag, touching only keys whose value changes.
 
         Keys of this model that are unset here are deleted from the databag. Keys the model does
-        not know are left alone. Returns whether anything was written.
+        not know are left alone. With ``memory``, a databag already holding these values (as
+        this unit wrote them last) is not read. Returns whether anything was written.
         """
         wanted = self.dump()
-        changed = False
-        for name, field in type(self).model_fields.items():
-            key = field.alias or name
-            if key in wanted:
-                if databag.get(key) != wanted[key]:
-                    databag[key] = wanted[key]
-                    changed = True
-            elif key in databag:
-                del databag[key]
-                changed = True
-        return changed
+        values = {
+            (field.alias or name): wanted.get(field.alias or name)
+            for name, field in type(self).model_fields.items()
+        }
+        return write_changed(databag, values, memory)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ops
 import pydantic
 
+from coordinated_mesh.charm.memory import DatabagMemory
 from coordinated_mesh.parse import parse_http_url
 from coordinated_mesh.relations._common import dumps, write_provider_data
 
@@ -68,6 +69,7 @@ def publish_grafana_source(
     url: str | None,
     source_type: str,
     endpoint: str = DEFAULT_ENDPOINT,
+    memory: DatabagMemory | None = None,
 ) -> bool:
     """Publish the datasource on every ``grafana-source`` relation; return whether anything changed.
 
@@ -79,6 +81,7 @@ def publish_grafana_source(
         url: the datasource URL (the same on every unit), or ``None`` while there is none.
         source_type: the Grafana datasource type (``prometheus``).
         endpoint: the endpoint name.
+        memory: what this unit wrote last (then unchanged data is not read again).
 
     Raises:
         ValueError: ``url`` or ``source_type`` is invalid (a charm bug, not remote data).
@@ -90,4 +93,6 @@ def publish_grafana_source(
         )
     except pydantic.ValidationError as e:
         raise ValueError(f"invalid Grafana datasource: {e}") from None
-    return write_provider_data(model, endpoint, unit_data=unit_data, app_data=app_data)
+    return write_provider_data(
+        model, endpoint, unit_data=unit_data, app_data=app_data, memory=memory
+    )

@@ -13,6 +13,7 @@ from typing import Any
 
 import ops
 
+from coordinated_mesh.charm.memory import DatabagMemory
 from coordinated_mesh.parse import Problem
 from coordinated_mesh.relations._common import (
     TopologyMetadata,
@@ -59,6 +60,7 @@ def publish_loki_metadata(
     charm_name: str,
     alert_rules: Mapping[str, Any] | None = None,
     endpoint: str = DEFAULT_ENDPOINT,
+    memory: DatabagMemory | None = None,
 ) -> bool:
     """Publish our topology (and optional LogQL rules) to every Loki; leader only.
 
@@ -72,5 +74,5 @@ def publish_loki_metadata(
     }
     changed = False
     for relation in sorted(model.relations[endpoint], key=lambda r: r.id):
-        changed |= write_changed(relation.data[model.app], values)
+        changed |= write_changed(relation.data[model.app], values, memory)
     return changed

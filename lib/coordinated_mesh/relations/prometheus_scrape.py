@@ -14,6 +14,7 @@ from typing import Any
 
 import ops
 
+from coordinated_mesh.charm.memory import DatabagMemory
 from coordinated_mesh.relations._common import TopologyMetadata, dumps, write_provider_data
 
 __all__ = [
@@ -97,6 +98,7 @@ def publish_scrape_jobs(
     unit_address: str,
     alert_rules: Mapping[str, Any] | None = None,
     endpoint: str = DEFAULT_ENDPOINT,
+    memory: DatabagMemory | None = None,
 ) -> bool:
     """Publish scrape jobs on every ``metrics-endpoint`` relation; return whether anything changed.
 
@@ -110,9 +112,12 @@ def publish_scrape_jobs(
         unit_address: this unit's address (its FQDN), where ``*:PORT`` targets point.
         alert_rules: ``{"groups": [...]}``; ``None`` publishes ``{}``.
         endpoint: the endpoint name.
+        memory: what this unit wrote last (then unchanged data is not read again).
     """
     app_data = provider_app_databag(
         jobs, TopologyMetadata.from_model(model, charm_name=charm_name), alert_rules
     )
     unit_data = provider_unit_databag(unit_name=model.unit.name, unit_address=unit_address)
-    return write_provider_data(model, endpoint, unit_data=unit_data, app_data=app_data)
+    return write_provider_data(
+        model, endpoint, unit_data=unit_data, app_data=app_data, memory=memory
+    )

@@ -16,6 +16,7 @@ import ops
 import pydantic
 from charmlibs.interfaces.tracing import receiver_protocol_to_transport_protocol
 
+from coordinated_mesh.charm.memory import DatabagMemory
 from coordinated_mesh.parse import Problem, parse_grpc_address, parse_http_url
 from coordinated_mesh.relations._common import describe_validation_error, dumps, write_changed
 from coordinated_mesh.relations.databag import load_json_value
@@ -26,6 +27,7 @@ __all__ = [
     "HTTP_TRACING_PROTOCOLS",
     "TRANSPORT_BY_PROTOCOL",
     "ProviderReceiver",
+    "grpc_receivers_use_tls",
     "parse_provider_receivers",
     "read_tracing_receivers",
     "request_tracing_protocols",
@@ -49,6 +51,26 @@ TRANSPORT_BY_PROTOCOL: Mapping[str, str] = {
     for protocol, transport in receiver_protocol_to_transport_protocol.items()
 }
 """Known tracing protocols and their transport (``http`` or ``grpc``)."""
+
+
+def grpc_receivers_use_tls(receivers: Mapping[str, str]) -> bool:
+    """Whether a tracing provider's gRPC receivers serve TLS (pure).
+
+    Tempo publishes gRPC receivers (``otlp_grpc``, ``jaeger_grpc``) as ``host:port``, with no
+    scheme to say whether they serve TLS, and its HTTP receivers as URLs. With TLS configured,
+    Tempo serves TLS on every receiver port, gRPC included; so the scheme of the HTTP receivers
+    in the same databag decides: gRPC uses TLS when any HTTP receiver (``otlp_http`` first) is
+    ``https``. A client (the proxy) must then speak gRPC over TLS (``grpcs://``, with SNI);
+    cleartext to such a port fails, and a workload that only speaks gRPC loses its traces.
+
+    Args:
+        receivers: protocol -> URL or address, as read from one provider's databag.
+    """
+    for protocol in sorted(HTTP_TRACING_PROTOCOLS, key=lambda p: p != "otlp_http"):
+        url = receivers.get(protocol)
+        if url:
+            return url.startswith("https://")
+    return False
 
 
 class _ReceiverProtocol(pydantic.BaseModel):
@@ -139,6 +161,7 @@ def request_tracing_protocols(
     model: ops.Model,
     endpoint: str,
     protocols: Sequence[str] = DEFAULT_PROTOCOLS,
+    memory: DatabagMemory | None = None,
 ) -> bool:
     """Ask the tracing provider(s) on ``endpoint`` for these receivers; leader only.
 
@@ -156,5 +179,5 @@ def request_tracing_protocols(
     value: dict[str, str | None] = {"receivers": dumps(sorted(set(protocols)))}
     changed = False
     for relation in sorted(model.relations[endpoint], key=lambda r: r.id):
-        changed |= write_changed(relation.data[model.app], value)
+        changed |= write_changed(relation.data[model.app], value, memory)
     return changed

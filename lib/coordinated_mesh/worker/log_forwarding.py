@@ -1,9 +1,10 @@
 """Pebble log forwarding to Loki: which log targets a workload container's plan must hold (pure).
 
 :func:`log_forwarding_layer` decides the layer to add: one ``loki`` target per push URL, named
-after the key it came with (a Loki unit name, or a stable hashed name), with the Juju topology
-labels; a target no longer wanted is redeclared with ``services: ["-all"]`` (a plan cannot delete
-one). Only targets named that way are ours; the layer holds only what changes.
+after the URL (Pebble keeps a target's first location until the container restarts), with the
+Juju topology labels; a target no longer wanted is redeclared with ``services: ["-all"]`` (a plan
+cannot delete one). The layer holds only what changes (Pebble re-sends on every layer added).
+Why: ``docs/explanation/worker.md#log-forwarding``.
 """
 
 from __future__ import annotations
@@ -33,24 +34,30 @@ FORWARD_ALL = ("all",)
 FORWARD_NONE = ("-all",)
 """``services`` of a stopped target: no service."""
 
-_UNIT_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,62}/[0-9]{1,9}")
+_LEGACY_UNIT_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,62}/[0-9]{1,9}")
+"""Targets named after a Loki unit (``loki/0``), as earlier versions did: ours, to be stopped."""
 _HASHED_NAME_RE = re.compile(r"loki-[0-9a-f]{12}")
 
 
-def loki_target_name(key: str) -> str:
-    """The log target name for the URL given under ``key``.
+def loki_target_name(location: str) -> str:
+    """The log target name for the push URL ``location``: ``loki-<12 hex digits>``.
 
-    A Juju unit name (``loki/0``) is used as is; anything else becomes ``loki-<12 hex digits>``
-    (a SHA-256 prefix of the key), so every key maps to a valid, stable, distinct name.
+    The digits are a SHA-256 prefix of the URL, so the name is stable while the URL is unchanged
+    and changes whenever it changes. Pebble creates a target's forwarder, with its location, when
+    the name first appears in the plan and keeps it until the container restarts (redeclaring
+    the name with a new ``location`` changes the plan, not where logs go); a new name is the only
+    way to move logs to a new URL.
     """
-    if _UNIT_NAME_RE.fullmatch(key):
-        return key
-    return "loki-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return "loki-" + hashlib.sha256(location.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def is_managed_target_name(name: str) -> bool:
-    """Whether ``name`` is one :func:`loki_target_name` produces (a target this module manages)."""
-    return bool(_UNIT_NAME_RE.fullmatch(name) or _HASHED_NAME_RE.fullmatch(name))
+    """Whether ``name`` is a log target this module manages (stops when not wanted).
+
+    That is a name :func:`loki_target_name` gives, or a Loki unit's (``loki/0``), as earlier
+    versions named their targets.
+    """
+    return bool(_LEGACY_UNIT_NAME_RE.fullmatch(name) or _HASHED_NAME_RE.fullmatch(name))
 
 
 def log_target_labels(
@@ -89,17 +96,18 @@ def wanted_log_targets(
 
     Args:
         urls: the Loki push URLs to forward to, keyed as received (``{"loki/0": "http://..."}``).
-            They must already be validated.
+            They must already be validated. Keys sharing a URL share its target.
         current: the log targets of the container's plan now (``container.get_plan().log_targets``).
         labels: the labels of every forwarded log line (see :func:`log_target_labels`).
 
     Returns:
-        One forwarding target per URL, plus every managed Loki target of ``current`` that is not
-        wanted any more, stopped (``services: ["-all"]``, its location kept).
+        One forwarding target per distinct URL (named by :func:`loki_target_name`), plus every
+        managed Loki target of ``current`` that is not wanted any more, stopped
+        (``services: ["-all"]``, its location kept).
     """
     targets: dict[str, pebble.LogTargetDict] = {}
-    for key in sorted(urls):
-        targets[loki_target_name(key)] = _target(urls[key], FORWARD_ALL, labels)
+    for location in sorted(set(urls.values())):
+        targets[loki_target_name(location)] = _target(location, FORWARD_ALL, labels)
     for name in sorted(current):
         existing = current[name]
         if name in targets or existing.type != LOKI_TARGET_TYPE:

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 import ops
 import pydantic
 
+from coordinated_mesh.charm.memory import write_changed
 from coordinated_mesh.charm.metadata import require_declared
 from coordinated_mesh.charm.reconciler import Reconciler
+from coordinated_mesh.charm.tracing import charm_traces_url, send_charm_traces_to
 from coordinated_mesh.k8s.client import ClientFactory, ForbiddenError, KubernetesError
 from coordinated_mesh.parse import is_juju_owned_label, parse_cluster_domain, show, unit_fqdn
 from coordinated_mesh.relations.cluster import (
@@ -27,10 +29,11 @@ from coordinated_mesh.relations.cluster import (
     ProxiedTelemetry,
     WorkerAppData,
     WorkerUnitData,
+    juju_topology_labels,
     parse_proxied_telemetry,
 )
 from coordinated_mesh.relations.databag import DatabagError
-from coordinated_mesh.worker.kubernetes import LabelsBackend, make_labels_backend
+from coordinated_mesh.worker.kubernetes import LabelsBackend, LegacyLabels, make_labels_backend
 from coordinated_mesh.worker.log_forwarding import (
     LAYER_LABEL,
     log_forwarding_layer,
@@ -68,6 +71,10 @@ class WorkerContext:
         role: the role of this worker application.
         topology: this unit's Juju topology.
         address: this unit's FQDN.
+        juju_labels: this unit's Juju topology as Prometheus labels (``juju_model``,
+            ``juju_model_uuid``, ``juju_application``, ``juju_unit``, ``juju_charm``): the labels
+            the coordinator's scrape jobs give this unit's metrics. A workload that pushes
+            samples itself (remote-write) attaches them, so every unit's series stay distinct.
     """
 
     container: ops.Container
@@ -77,6 +84,7 @@ class WorkerContext:
     role: str
     topology: JujuTopology
     address: str
+    juju_labels: Mapping[str, str] = field(default_factory=lambda: {})
 
 
 ConfigureWorkload = Callable[[WorkerContext], Iterable[str] | None]
@@ -111,6 +119,10 @@ class Worker(Reconciler[LabelsBackend]):
             charm does not declare ``cluster_endpoint`` or ``container_name``.
     """
 
+    # Unit-local: whether this unit took over (or found none of) coordinated-workers' label
+    # memory. A cache: losing it (a new pod) costs one more look, one GET.
+    _migration = ops.StoredState()
+
     def __init__(
         self,
         charm: ops.CharmBase,
@@ -132,7 +144,12 @@ class Worker(Reconciler[LabelsBackend]):
         )
 
         def default_backend(**names: str) -> LabelsBackend:
-            return make_labels_backend(client_factory=kubernetes_client_factory, **names)
+            # Built on first use, after the Reconciler made the memory.
+            return make_labels_backend(
+                client_factory=kubernetes_client_factory,
+                label_cache=self.memory.label_memory(),
+                **names,
+            )
 
         super().__init__(
             charm, f"worker-{cluster_endpoint}", labels_backend_factory or default_backend
@@ -147,6 +164,7 @@ class Worker(Reconciler[LabelsBackend]):
         self._configure = configure_workload
         self._cluster_domain = parse_cluster_domain(cluster_domain)
         self._observations: WorkerObservations | None = None
+        self._migration.set_default(checked=False)
 
     # --- Identity ---------------------------------------------------------------------------------
 
@@ -157,6 +175,13 @@ class Worker(Reconciler[LabelsBackend]):
             application=self._charm.app.name,
             unit=self._charm.unit.name,
             charm_name=self._charm.meta.name,
+        )
+
+    @property
+    def juju_labels(self) -> dict[str, str]:
+        """The Juju topology of this unit as Prometheus labels (see :class:`WorkerContext`)."""
+        return juju_topology_labels(
+            self.topology, model_name=self.model.name, model_uuid=self.model.uuid
         )
 
     @property
@@ -202,7 +227,9 @@ class Worker(Reconciler[LabelsBackend]):
         if relation is not None:
             self._publish(relation, role)
         received = self._read(relation, obs)
-        if self._charm.unit.is_leader():
+        if received is not None:  # unusable data: keep sending where we did
+            send_charm_traces_to(charm_traces_url(received.telemetry.charm_tracing_receivers))
+        if self._charm.unit.is_leader() and self._adopt_legacy_labels(obs):
             self._reconcile_labels(received, obs)
         self._reconcile_workload(received, role, obs)
 
@@ -233,15 +260,22 @@ class Worker(Reconciler[LabelsBackend]):
         unit_data = WorkerUnitData(
             juju_topology=self.topology, address=self.address, metrics_endpoint=self._metrics
         )
-        if unit_data.write(relation.data[self._charm.unit]):
+        # The unit databag is for older coordinators only: this version derives the address
+        # from the unit's name and reads the rest from the application databag.
+        if unit_data.write(relation.data[self._charm.unit], self.memory):
             logger.info("published this unit's address and metrics endpoint")
-        is_leader = self._charm.unit.is_leader()
-        if (
-            role is not None
-            and is_leader
-            and WorkerAppData(role=role).write(relation.data[self._charm.app])
-        ):
-            logger.info("published role %s", role)
+        if not self._charm.unit.is_leader():
+            return
+        app_data = WorkerAppData(
+            role=role or DEFAULT_ROLE,
+            charm_name=self._charm.meta.name,
+            metrics_endpoint=self._metrics,
+        )
+        wanted: dict[str, str | None] = dict(app_data.dump())
+        if role is None:
+            del wanted["role"]  # invalid now: publish no role (the status says why), keep the rest
+        if write_changed(relation.data[self._charm.app], wanted, self.memory):
+            logger.info("published %s", ", ".join(sorted(wanted)))
 
     def _read(self, relation: ops.Relation | None, obs: WorkerObservations) -> _Received | None:
         """The coordinator's usable data; ``None`` when it is missing or invalid (keep)."""
@@ -285,6 +319,25 @@ class Worker(Reconciler[LabelsBackend]):
         )
 
     # --- Labels (leader) --------------------------------------------------------------------------
+
+    def _adopt_legacy_labels(self, obs: WorkerObservations) -> bool:
+        """Once per unit, take over coordinated-workers' label memory; False if that failed."""
+        if self._migration.checked:
+            return True
+        try:
+            backend = self.backend
+            if isinstance(backend, LegacyLabels):
+                backend.adopt_legacy_labels()
+        except ForbiddenError as e:
+            logger.error("Kubernetes: %s", e)
+            obs.forbidden = True
+            return False
+        except KubernetesError as e:
+            logger.error("Kubernetes: %s", e)
+            obs.kubernetes_error = str(e)
+            return False
+        self._migration.checked = True
+        return True
 
     def _reconcile_labels(self, received: _Received | None, obs: WorkerObservations) -> None:
         wanted = received.labels if received is not None else None
@@ -332,6 +385,7 @@ class Worker(Reconciler[LabelsBackend]):
                     role=role or DEFAULT_ROLE,
                     topology=self.topology,
                     address=self.address,
+                    juju_labels=self.juju_labels,
                 )
                 obs.notes.extend(self._configure(context) or ())
         except ops.pebble.Error as e:
