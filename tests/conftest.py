@@ -1,8 +1,8 @@
 """Settings shared by every test suite.
 
 Hypothesis profiles: ``ci`` (the default under tox) runs a fixed, moderate number of examples with
-no deadline, so a loaded 2-core CI machine gives the same verdicts as a laptop; ``dev`` runs fewer.
-Pick one with ``HYPOTHESIS_PROFILE``.
+no deadline, so a loaded 2-core CI machine gives the same verdicts as a laptop; ``dev`` runs fewer;
+``fuzz`` (``tox -e fuzz``) runs 1,000 fixed examples per test. Pick one with ``HYPOTHESIS_PROFILE``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,15 @@ else:
         suppress_health_check=[HealthCheck.too_slow],
     )
     settings.register_profile("dev", max_examples=20, deadline=None)
+    # tests/fuzz under `tox -e fuzz` (in CI): 1,000 examples of every relation field.
+    settings.register_profile(
+        "fuzz",
+        max_examples=1000,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 

@@ -26,11 +26,14 @@ __all__ = [
     "GrpcAddress",
     "HttpUrl",
     "Problem",
+    "check_backend_host",
     "is_app_name",
     "is_dns_name",
+    "is_juju_owned_label",
     "is_model_name",
     "is_model_uuid",
     "is_valid_label_value",
+    "log_text",
     "nameservers_from_resolv_conf",
     "parse_cluster_domain",
     "parse_grpc_address",
@@ -46,6 +49,7 @@ __all__ = [
     "unit_fqdn",
     "unit_path_name",
     "validate_labels",
+    "validate_mesh_labels",
 ]
 
 MAX_URL_LENGTH = 2048
@@ -53,6 +57,8 @@ MAX_URL_LENGTH = 2048
 MAX_HOST_LENGTH = 253
 """A DNS name's limit (RFC 1035)."""
 _MAX_SHOWN = 80
+MAX_LOG_TEXT = 4000
+"""The longest log line the library hands to ``juju-log``; longer ones are cut."""
 _MAX_LABEL_VALUE = 63
 _HASH_CHARS = 10
 
@@ -114,15 +120,30 @@ def show(value: object) -> str:
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
+def _printable(text: str) -> str:
+    # str.isprintable is false for the categories Cc (control: NUL, ESC), Cf (format: the bidi
+    # overrides U+202A..U+202E and U+2066..U+2069, zero-width joiners), Cs (lone surrogates,
+    # which cannot be encoded for a command line), Co, Cn and the separators but " ".
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+
+
 def shorten(text: str, limit: int = 120) -> str:
     """``text`` on one line, without control or format characters, at most ``limit`` characters.
 
-    What goes to a status, a log line or an action result passes through here: Juju's hook tools
-    receive it as a command-line argument, which cannot hold NUL.
+    What goes to a status or an action result passes through here: Juju's hook tools receive it
+    as a command-line argument, which cannot hold NUL (``docs/reference/parsing.md``).
     """
-    one_line = " ".join(text.split())
-    cleaned = "".join(c if c.isprintable() else "?" for c in one_line)
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+    return _bounded(_printable(" ".join(str(text).split())), limit)
+
+
+def log_text(text: str, limit: int = MAX_LOG_TEXT) -> str:
+    """``text`` safe for ``juju-log``: like :func:`shorten`, but line breaks are kept."""
+    lines = str(text).replace("\r\n", "\n").split("\n")
+    return _bounded("\n".join(_printable(line) for line in lines), limit)
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -140,12 +161,18 @@ class Problem:
     item: str
     reason: str
 
+    def __post_init__(self) -> None:
+        # Every problem ends up in a status or a log line: whoever built it, its text is safe.
+        object.__setattr__(self, "endpoint", shorten(self.endpoint, _MAX_SHOWN))
+        object.__setattr__(self, "item", shorten(self.item, _MAX_SHOWN))
+        object.__setattr__(self, "reason", shorten(self.reason, 300))
+
     @classmethod
     def of(cls, endpoint: str, item: object, reason: str) -> Problem:
         """A problem whose ``item`` is shown as is when short and printable, else with :func:`show`."""
         if isinstance(item, str) and len(item) <= _MAX_SHOWN and item.isprintable():
-            return cls(endpoint, item, shorten(reason, 300))
-        return cls(endpoint, show(item), shorten(reason, 300))
+            return cls(endpoint, item, reason)
+        return cls(endpoint, show(item), reason)
 
     def __str__(self) -> str:
         where = f"{self.endpoint}: " if self.endpoint else ""
@@ -248,6 +275,53 @@ def parse_host(host: object) -> str:
             raise ValueError(f"{show(host)} is not a valid IPv4 address") from None
     if not _HOSTNAME_RE.fullmatch(host):
         raise ValueError(f"{show(host)} is not a DNS name or an IPv4 address")
+    return host
+
+
+# Names a backend may never have. RFC 6761 reserves "localhost" and every name under it for
+# loopback; "kubernetes.default..." is the cluster's API server Service in every cluster
+# (kubernetes.io/docs/tasks/run-application/access-api-from-pod); metadata.google.internal is
+# the GCE/GKE metadata server (169.254.169.254).
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")  # RFC 1122 "this network": 0.0.0.0 is us
+_FORBIDDEN_HOSTS = frozenset({"localhost", "kubernetes", "metadata", "metadata.google.internal"})
+
+
+def check_backend_host(
+    host: str, *, app_name: str, model_name: str, cluster_domain: str = "cluster.local"
+) -> str:
+    """Check that a parsed host (:func:`parse_host`) may be a telemetry backend of a proxy.
+
+    Refused: loopback, link-local (``169.254.0.0/16``: cloud metadata), unspecified, multicast
+    and reserved addresses; ``localhost`` and names under it; the Kubernetes API server's names
+    (``kubernetes``, ``kubernetes.default*``); and the proxy itself, application ``app_name`` in
+    ``model_name``: its Service and headless Service in any of their DNS forms, and every unit
+    FQDN. Forwarding to any of these would loop, or fetch what a related charm must never reach.
+
+    Raises:
+        ValueError: the host is refused; the message says why.
+    """
+    if _IPV4_LIKE_RE.fullmatch(host):
+        address = ipaddress.IPv4Address(host)
+        for refused, what in (
+            (address.is_loopback, "a loopback address"),
+            (address.is_link_local, "a link-local address"),
+            (address in _THIS_NETWORK, "an unspecified address"),
+            (address.is_multicast, "a multicast address"),
+            (address.is_reserved, "a reserved address"),
+        ):
+            if refused:
+                raise ValueError(f"backend {host} refused: {what}")
+        return host
+    if host in _FORBIDDEN_HOSTS or host.endswith(".localhost"):
+        raise ValueError(f"backend {show(host)} refused: a loopback or metadata name")
+    if host.startswith("kubernetes.default"):
+        raise ValueError(f"backend {show(host)} refused: the Kubernetes API server")
+    own = (app_name, f"{app_name}-endpoints")
+    for service in own:
+        names = {service, f"{service}.{model_name}", f"{service}.{model_name}.svc"}
+        names.add(f"{service}.{model_name}.svc.{cluster_domain}")
+        if host in names or any(host.endswith("." + name) for name in names if "." in name):
+            raise ValueError(f"backend {show(host)} refused: it is this proxy ({app_name})")
     return host
 
 
@@ -428,6 +502,35 @@ def validate_labels(labels: dict[str, str]) -> dict[str, str]:
         if not LABEL_VALUE_RE.fullmatch(value):
             raise ValueError(f"{value!r} (label {key!r}) is not a valid Kubernetes label value")
     return labels
+
+
+# Juju labels every application's StatefulSet, pods and Service with these, and selects its pods
+# by app.kubernetes.io/name (juju/juju internal/provider/kubernetes/utils: LabelKubernetesAppName,
+# LabelKubernetesAppManaged); keys under the juju.is domain are Juju's own ("model.juju.is/name").
+_JUJU_OWNED_KEYS = frozenset({"app.kubernetes.io/name", "app.kubernetes.io/managed-by"})
+
+
+def is_juju_owned_label(key: str) -> bool:
+    """Whether a label key is Juju's: its selector, ``managed-by`` or any ``juju.is`` key."""
+    prefix = key.split("/", 1)[0] if "/" in key else ""
+    return key in _JUJU_OWNED_KEYS or prefix == "juju.is" or prefix.endswith(".juju.is")
+
+
+def validate_mesh_labels(labels: dict[str, str]) -> dict[str, str]:
+    """:func:`validate_labels`, and no key Juju owns (:func:`is_juju_owned_label`).
+
+    Labels another charm asks us to put on pods (the beacon's, the coordinator's) may never
+    take over one of Juju's: a pod template whose selector label changes is rejected (422) on
+    every hook, and ``managed-by`` tells tools who owns the object.
+
+    Raises:
+        ValueError: naming the first invalid or Juju-owned key.
+    """
+    for key in sorted(labels):
+        if is_juju_owned_label(key):
+            what = " (its pod selector)" if key == "app.kubernetes.io/name" else ""
+            raise ValueError(f"{show(key)} is a label Juju owns{what}")
+    return validate_labels(labels)
 
 
 def is_valid_label_value(value: str) -> bool:

@@ -56,6 +56,7 @@ class FakeLabels:
     reads: int = 0
     error: Exception | None = None
     legacy_labels: dict[str, str] | None = None
+    memory_deleted: bool = False
 
     def reconcile_labels(self, labels: Mapping[str, str]) -> bool:
         """Make ``labels`` the managed labels; True if they changed."""
@@ -74,6 +75,13 @@ class FakeLabels:
         if self.error is not None:
             raise self.error
         return dict(self.labels)
+
+    def delete_label_memory(self) -> bool:
+        """Forget the labels applied (the application is removed); True (``memory_deleted``)."""
+        if self.error is not None:
+            raise self.error
+        self.memory_deleted = True
+        return True
 
     def adopt_legacy_labels(self) -> bool:
         """Take over the label memory of ``coordinated-workers``; True if there was one."""
@@ -182,6 +190,12 @@ class FakeKubernetes:
         """The owned policies, sorted."""
         self._call("owned_policies", policies=True)
         return self.policy_wires()
+
+    def delete_label_memory(self) -> bool:
+        """Forget the labels applied (the application is removed); always True here."""
+        self._call("delete_label_memory")
+        self.writes.append("delete_label_memory")
+        return True
 
     def adopt_legacy_labels(self) -> bool:
         """Take over the label memory of ``coordinated-workers``; True if there was one."""

@@ -114,15 +114,18 @@ def _worker_state(*relations: testing.Relation) -> testing.State:
 
 
 def test_worker_spans_reach_the_receiver_through_the_proxy(
-    real_trace_export: None, nginx_bin: str, tmp_path: Path
+    real_trace_export: None, nginx_bin: str, tmp_path: Path, fake_dns: str
 ):
     proxy_port = free_port()
     with otlp_receiver() as receiver:
+        # A name (the test DNS resolves it to loopback): a loopback backend is refused.
+        receiver_url = f"http://tempo.test:{receiver.port}"
         plan = build_telemetry_proxy(
             TelemetryProxyInputs(
                 identity=IDENTITY,
                 config=WorkerTelemetryProxyConfig(http_port=proxy_port, https_port=proxy_port),
-                backend_charm_tracing_receivers={"otlp_http": f"http://127.0.0.1:{receiver.port}"},
+                backend_charm_tracing_receivers={"otlp_http": receiver_url},
+                resolvers=[fake_dns],
             )
         )
         assert plan.problems == ()

@@ -48,7 +48,7 @@ UUID = "12345678-1234-4234-8234-123456789abc"
 IDENTITY = CoordinatorIdentity("coordinator", "mymodel", UUID)
 
 
-def _plan(worker_port: int, central_port: int, proxy_port: int):
+def _plan(worker_port: int, central_port: int, proxy_port: int, dns: str):
     return build_telemetry_proxy(
         TelemetryProxyInputs(
             identity=IDENTITY,
@@ -64,8 +64,10 @@ def _plan(worker_port: int, central_port: int, proxy_port: int):
                 for n in (0, 10)
             ],
             backend_remote_write_urls={
-                "prometheus/0": f"http://127.0.0.1:{central_port}/api/v1/write"
+                # A name (resolved by the test DNS to loopback): a loopback address is refused.
+                "prometheus/0": f"http://central.test:{central_port}/api/v1/write"
             },
+            resolvers=[dns],
         )
     )
 
@@ -123,7 +125,7 @@ def prometheus_bin() -> str:
 
 def test_promtool_accepts_the_published_worker_jobs(tmp_path: Path):
     promtool = require_binary("promtool")
-    plan = _plan(9090, 9091, 8080)
+    plan = _plan(9090, 9091, 8080, "10.152.183.10")
     config = {"scrape_configs": _worker_jobs_for_loopback(plan.scrape_jobs, 8080)}
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
@@ -149,10 +151,10 @@ def _eventually(check: Any, what: str, logs: list[Path], timeout: float = 90.0) 
 
 
 def test_scrape_and_remote_write_through_the_proxy(
-    nginx_bin: str, prometheus_bin: str, tmp_path: Path
+    nginx_bin: str, prometheus_bin: str, tmp_path: Path, fake_dns: str
 ):
     proxy_port, central_port, worker_port = free_port(), free_port(), free_port()
-    plan = _plan(worker_port, central_port, proxy_port)
+    plan = _plan(worker_port, central_port, proxy_port, fake_dns)
     assert plan.problems == ()
     remote_write = plan.proxied_telemetry.remote_write_urls[0].replace(
         f"{IDENTITY.service_fqdn}:{proxy_port}", f"127.0.0.1:{proxy_port}"
@@ -271,12 +273,12 @@ REJECTIONS = ("out of order", "out-of-order", "out of bounds", "duplicate sample
 
 
 def test_units_remote_write_distinct_series_with_their_topology(
-    nginx_bin: str, prometheus_bin: str, tmp_path: Path
+    nginx_bin: str, prometheus_bin: str, tmp_path: Path, fake_dns: str
 ):
     """Three worker units remote-write their self-scrape through nginx into one receiver."""
     units = ["worker/0", "worker/1", "worker/2"]
     proxy_port, receiver_port = free_port(), free_port()
-    plan = _plan(free_port(), receiver_port, proxy_port)
+    plan = _plan(free_port(), receiver_port, proxy_port, fake_dns)
     assert plan.problems == ()
     remote_write = plan.proxied_telemetry.remote_write_urls[0].replace(
         f"{IDENTITY.service_fqdn}:{proxy_port}", f"127.0.0.1:{proxy_port}"

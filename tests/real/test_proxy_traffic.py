@@ -67,18 +67,18 @@ def proxy(
             _worker("worker/1", "worker-1.test", upstreams["worker1"].port, "/custom/metrics"),
         ],
         backend_loki_urls={
-            "loki/0": f"http://127.0.0.1:{upstreams['loki0'].port}/loki/api/v1/push",
+            "loki/0": f"http://loki-0.test:{upstreams['loki0'].port}/loki/api/v1/push",
             "loki/1": "http://loki-1.nowhere.invalid:3100/loki/api/v1/push",
         },
         backend_remote_write_urls={
             "prometheus/0": f"http://prometheus-0.test:{upstreams['prom0'].port}/api/v1/write"
         },
         backend_charm_tracing_receivers={
-            "otlp_http": f"http://127.0.0.1:{upstreams['ctrace'].port}"
+            "otlp_http": f"http://ctrace.test:{upstreams['ctrace'].port}"
         },
         backend_workload_tracing_receivers={
             "otlp_http": f"http://tempo.test:{upstreams['wtrace'].port}/base",
-            "zipkin": f"http://127.0.0.1:{upstreams['zipkin'].port}",
+            "zipkin": f"http://zipkin.test:{upstreams['zipkin'].port}",
         },
         resolvers=[fake_dns],
         status_port=free_port(),
@@ -242,17 +242,18 @@ def test_reload_with_new_routes_and_unresolvable_names(
 
 
 def test_exact_routes_to_urls_without_a_path_send_root(
-    nginx_bin: str, tmp_path: Path, upstreams: dict[str, Upstream]
+    nginx_bin: str, tmp_path: Path, upstreams: dict[str, Upstream], fake_dns: str
 ):
     """A backend URL without a path means ``/``: our ``/proxy/...`` path must not leak upstream."""
     config = WorkerTelemetryProxyConfig(http_port=free_port(), https_port=free_port())
     inputs = TelemetryProxyInputs(
         identity=IDENTITY,
         config=config,
-        backend_loki_urls={"loki/0": f"http://127.0.0.1:{upstreams['bareloki'].port}"},
+        backend_loki_urls={"loki/0": f"http://bareloki.test:{upstreams['bareloki'].port}"},
         backend_remote_write_urls={
-            "prometheus/0": f"http://127.0.0.1:{upstreams['bareprom'].port}"
+            "prometheus/0": f"http://bareprom.test:{upstreams['bareprom'].port}"
         },
+        resolvers=[fake_dns],
         status_port=free_port(),
     )
     plan = build_telemetry_proxy(inputs)

@@ -178,8 +178,40 @@ def test_unusable_base_is_ignored_with_a_note(base: str, note: str, tmp_path: Pa
 def test_deeply_nested_base_is_ignored_with_a_note():
     """Nesting fits in a databag but not in PyYAML's (recursive) composer: no RecursionError."""
     config, notes, _ = render(base="a: " + "[" * 5000 + "]" * 5000 + "\n")
-    assert notes == ["worker_config ignored: nested too deeply"]
+    assert notes == ["worker_config ignored: nested more than 32 levels deep"]
     assert list(config) == ["scrape_configs"]
+
+
+def _block_nesting(depth: int) -> str:
+    return "".join(" " * (2 * i) + f"k{i}:\n" for i in range(depth)) + " " * (2 * depth) + "v\n"
+
+
+@pytest.mark.parametrize(
+    "base, note",
+    [
+        # Under PyYAML's composer limit, over yaml.safe_dump's: it once crashed the dump.
+        ("a: " + "[" * 600 + "]" * 600 + "\n", "nested more than 32 levels deep"),
+        (_block_nesting(200), "nested more than 32 levels deep"),
+        ("a:\n" + "- " * 100 + "x\n", "nested more than 32 levels deep"),
+        # A YAML 1.1 base-60 integer: 9 KB of text, 5,000 digits, no safe_dump.
+        ("a: 1" + ":59" * 3000 + "\n", "an integer of more than 64 bits"),
+        ("a: [" + "1, " * 20_001 + "1]\n", "more than 20000 YAML nodes"),
+        ("a: '" + "x" * (64 * 1024) + "'\n", "65542 bytes, more than 65536"),
+    ],
+)
+def test_costly_base_is_refused_before_it_is_composed(base: str, note: str, tmp_path: Path):
+    config, notes, text = render(base=base)
+    assert notes == [f"worker_config ignored: {note}"]
+    assert list(config) == ["scrape_configs"]
+    promtool_check(text, tmp_path)
+
+
+def test_nesting_within_the_bound_is_kept():
+    base = "global:\n  external_labels:\n    a: b\n" + _block_nesting(30)
+    config, notes, _ = render(base=base)
+    assert notes == []
+    assert config["global"] == {"external_labels": {"a": "b"}}
+    assert "k0" in config
 
 
 def test_empty_base_is_no_base():

@@ -29,9 +29,11 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.apps_v1 import StatefulSetSpec
 from lightkube.models.core_v1 import Container, PodSpec, PodTemplateSpec, ServicePort, ServiceSpec
 from lightkube.models.meta_v1 import LabelSelector, ObjectMeta
+from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.apps_v1 import StatefulSet
-from lightkube.resources.core_v1 import Service, ServiceAccount
+from lightkube.resources.core_v1 import ConfigMap, Service, ServiceAccount
+from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 httpx = client_adapter.httpx  # pyright: ignore[reportPrivateImportUsage]
 """The HTTP client module this lightkube uses (``httpx2`` for lightkube 1.x, else ``httpx``)."""
@@ -361,6 +363,44 @@ AUTHORIZATION_POLICY_CRD: dict[str, Any] = {
         ],
     },
 }
+
+
+CHARM_RIGHTS = {
+    "": ["configmaps", "pods", "services"],
+    "apps": ["statefulsets"],
+    "security.istio.io": ["authorizationpolicies"],
+}
+"""What a charm of this repository reads and writes in its namespace (every verb), by API group."""
+
+
+def grant_namespace_rights(client: Client, untrusted: Client, namespace: str) -> None:
+    """Give the ``untrusted`` identity :data:`CHARM_RIGHTS` in ``namespace`` only (a Role).
+
+    As a Kubernetes charm has whose rights an operator limited to its model's namespace.
+    """
+    rules = [
+        PolicyRule(apiGroups=[group], resources=resources, verbs=["*"])
+        for group, resources in CHARM_RIGHTS.items()
+    ]
+    client.create(Role(metadata=ObjectMeta(name="charm", namespace=namespace), rules=rules))
+    client.create(
+        RoleBinding(
+            metadata=ObjectMeta(name="charm", namespace=namespace),
+            roleRef=RoleRef(apiGroup="rbac.authorization.k8s.io", kind="Role", name="charm"),
+            subjects=[Subject(kind="User", name="untrusted", apiGroup="rbac.authorization.k8s.io")],
+        )
+    )
+
+    def granted() -> bool:
+        try:
+            list(untrusted.list(ConfigMap, namespace=namespace))
+        except ApiError as error:
+            if error.status.code == 403:
+                return False
+            raise
+        return True
+
+    wait_until(granted, "the grant is in force")
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

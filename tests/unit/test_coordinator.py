@@ -689,7 +689,7 @@ def test_remove_of_the_last_unit_deletes_owned_policies(ctx: Ctx, kube: FakeKube
     st = testing.State(leader=True, model=MODEL, planned_units=0, containers=out.containers)
     ctx.run(ctx.on.remove(), st)
     assert kube.policies == {}
-    assert kube.calls[-1] == "delete_policies"
+    assert kube.calls[-2:] == ["delete_policies", "delete_label_memory"]
 
 
 def test_remove_when_scaling_down_deletes_nothing(ctx: Ctx, kube: FakeKubernetes):

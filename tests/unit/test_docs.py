@@ -303,6 +303,9 @@ class FakeKubernetes(FakeLabels):
         self.policies = []
         return changed
 
+    def delete_label_memory(self) -> bool:
+        return False
+
 
 MESH_LABELS = {
     "istio.io/dataplane-mode": "ambient",

@@ -51,7 +51,13 @@ from coordinated_mesh.proxy.plan import (  # noqa: E402
     build_telemetry_proxy,
 )
 
-from tests.support.nginx import RunningNginx, free_port, nginx_settings, wait_for_port  # noqa: E402
+from tests.support.nginx import (  # noqa: E402
+    RunningNginx,
+    free_port,
+    nginx_settings,
+    start_dns,
+    wait_for_port,
+)
 
 ROUTE = "/proxy/remote-write/prometheus-0/write"
 WRITE_PATH = "/api/v1/write"
@@ -136,23 +142,33 @@ def running_nginx(nginx: str, prefix: Path, config: str, port: int) -> Generator
 
 @contextmanager
 def proxy_to(nginx: str, prefix: Path, backend_port: int) -> Generator[int]:
-    """The library's proxy in front of ``127.0.0.1:<backend_port>``; yields its port."""
+    """The library's proxy in front of ``127.0.0.1:<backend_port>``; yields its port.
+
+    The backend is named ``backend.test``, which a DNS server on loopback resolves to
+    127.0.0.1: the upstream policy refuses a loopback address as a backend.
+    """
     port = free_port()
-    plan = build_telemetry_proxy(
-        TelemetryProxyInputs(
-            identity=CoordinatorIdentity(
-                "coordinator", "bench", "00000000-0000-4000-8000-0000000000b0"
-            ),
-            config=WorkerTelemetryProxyConfig(http_port=port, https_port=port),
-            backend_remote_write_urls={
-                "prometheus/0": f"http://127.0.0.1:{backend_port}{WRITE_PATH}"
-            },
-            status_port=free_port(),
+    dns = start_dns()
+    try:
+        plan = build_telemetry_proxy(
+            TelemetryProxyInputs(
+                identity=CoordinatorIdentity(
+                    "coordinator", "bench", "00000000-0000-4000-8000-0000000000b0"
+                ),
+                config=WorkerTelemetryProxyConfig(http_port=port, https_port=port),
+                backend_remote_write_urls={
+                    "prometheus/0": f"http://backend.test:{backend_port}{WRITE_PATH}"
+                },
+                resolvers=[f"127.0.0.1:{dns.server_address[1]}"],
+                status_port=free_port(),
+            )
         )
-    )
-    assert not plan.problems, plan.problems
-    with running_nginx(nginx, prefix, render_nginx_config(plan, nginx_settings(prefix)), port):
-        yield port
+        assert not plan.problems, plan.problems
+        with running_nginx(nginx, prefix, render_nginx_config(plan, nginx_settings(prefix)), port):
+            yield port
+    finally:
+        dns.shutdown()
+        dns.server_close()
 
 
 @contextmanager

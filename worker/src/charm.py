@@ -146,22 +146,75 @@ def _tracing(client_type: str, endpoint: str, *, insecure: bool) -> dict[str, An
     }
 
 
+MAX_BASE_BYTES = 64 * 1024
+"""The largest ``worker_config`` accepted (a Prometheus ``global`` block is a few hundred bytes)."""
+MAX_BASE_DEPTH = 32
+"""The deepest nesting of mappings and sequences accepted in ``worker_config``."""
+MAX_BASE_EVENTS = 20_000
+"""The most YAML events (scalars, collection starts and ends) accepted in ``worker_config``."""
+MAX_BASE_INT_BITS = 64
+"""Integers beyond 64 bits are refused: a YAML 1.1 base-60 literal (``1:2:3...``) of a few KB
+is an integer of thousands of digits, which ``yaml.safe_dump`` cannot write back."""
+
+
+def _check_base_events(base: str) -> None:
+    """Bound the cost of ``base`` before it is composed: size, depth, events, no aliases.
+
+    PyYAML's event stream is lazy, so a too deep or too long document is refused after at most
+    :data:`MAX_BASE_DEPTH` levels or :data:`MAX_BASE_EVENTS` events, never fully parsed; and a
+    document that passes can be composed and dumped well within the recursion limit.
+
+    Raises:
+        ValueError: the document is refused; the message says why.
+    """
+    size = len(base.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_BASE_BYTES:
+        raise ValueError(f"{size} bytes, more than {MAX_BASE_BYTES}")
+    depth = 0
+    for count, event in enumerate(yaml.parse(base, yaml.SafeLoader), start=1):
+        if count > MAX_BASE_EVENTS:
+            raise ValueError(f"more than {MAX_BASE_EVENTS} YAML nodes")
+        if isinstance(event, yaml.AliasEvent):
+            # Aliases let a small text expand into a huge document: refuse them.
+            raise ValueError("YAML aliases are not allowed")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_BASE_DEPTH:
+                raise ValueError(f"nested more than {MAX_BASE_DEPTH} levels deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _check_ints(value: Any) -> None:
+    """Refuse integers :func:`yaml.safe_dump` cannot write (depth is already bounded)."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and value.bit_length() > MAX_BASE_INT_BITS:
+        raise ValueError(f"an integer of more than {MAX_BASE_INT_BITS} bits")
+    if isinstance(value, dict):
+        for key, item in value.items():  # pyright: ignore[reportUnknownVariableType]
+            _check_ints(key)
+            _check_ints(item)
+    elif isinstance(value, list):
+        for item in value:  # pyright: ignore[reportUnknownVariableType]
+            _check_ints(item)
+
+
 def _load_base(base: str) -> Any:
-    """The YAML document in ``base``.
+    """The YAML document in ``base``, its cost bounded before it is composed.
 
     Raises:
         ValueError: it cannot be used; the message says why.
     """
     try:
-        # Aliases let a small text expand into a huge document: refuse them.
-        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(base, yaml.SafeLoader)):
-            raise ValueError("YAML aliases are not allowed")
-        return yaml.safe_load(base)
+        _check_base_events(base)
+        loaded = yaml.safe_load(base)
     except yaml.YAMLError as e:
         raise ValueError(f"invalid YAML ({type(e).__name__})") from None
-    except RecursionError:
-        # "[[[[..." fits in a databag value, not in PyYAML's recursive composer.
+    except RecursionError:  # not expected after the depth bound; never out of a hook
         raise ValueError("nested too deeply") from None
+    _check_ints(loaded)
+    return loaded
 
 
 def _parse_base(base: str | None) -> tuple[dict[str, Any], list[str]]:

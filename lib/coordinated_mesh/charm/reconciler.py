@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 import ops
 
 from coordinated_mesh.charm.memory import DatabagMemory
+from coordinated_mesh.parse import log_text, shorten
 
-__all__ = ["BackendFactory", "Reconciler"]
+__all__ = ["MAX_STATUS_MESSAGE", "BackendFactory", "Reconciler", "SafeLogText"]
+
+MAX_STATUS_MESSAGE = 250
+"""The longest status message set; every message is also made printable."""
 
 BackendT = TypeVar("BackendT")
 
@@ -17,6 +22,38 @@ BackendFactory = Callable[..., BackendT]
 """Builds a Kubernetes backend; called as ``factory(app_name=..., namespace=...)``."""
 
 _NOT_RECONCILED = (ops.CollectStatusEvent, ops.CollectMetricsEvent, ops.ActionEvent)
+
+
+class SafeLogText(logging.Filter):
+    """Makes every record's message safe for ``juju-log`` (:func:`~coordinated_mesh.parse.log_text`).
+
+    Juju's hook tools take the text as a command-line argument: a NUL in it makes the call, and
+    so the hook, fail. Installed on the root logger's handlers by :class:`Reconciler`, so it also
+    covers what ops and other libraries log with a peer's text in it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Replace the record's message by its safe form; never drops a record."""
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: still log something
+            message = f"{record.msg!r} {record.args!r}"
+        record.msg = log_text(message)
+        record.args = ()
+        return True
+
+
+def _install_safe_log_text() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, SafeLogText) for f in handler.filters):
+            handler.addFilter(SafeLogText())
+
+
+def _safe_status(status: ops.StatusBase) -> ops.StatusBase:
+    message = shorten(status.message, MAX_STATUS_MESSAGE)
+    if message == status.message:
+        return status
+    return ops.StatusBase.from_name(status.name, message)
 
 
 class Reconciler(ops.Object, Generic[BackendT]):
@@ -27,7 +64,9 @@ class Reconciler(ops.Object, Generic[BackendT]):
     do not run it again); ``remove`` runs :meth:`on_remove` instead. In ``collect-status`` (unit
     and application) the statuses of :meth:`statuses` are added. The Kubernetes backend is built
     on first use by ``backend_factory``, so units that never touch Kubernetes never build one.
-    :attr:`memory` remembers what this unit wrote to its databags across hooks.
+    :attr:`memory` remembers what this unit wrote to its databags across hooks. Every status
+    message and log line is made safe for Juju's hook tools on the way out
+    (:class:`SafeLogText`, :func:`~coordinated_mesh.parse.shorten`).
 
     Args:
         charm: the charm.
@@ -37,6 +76,7 @@ class Reconciler(ops.Object, Generic[BackendT]):
 
     def __init__(self, charm: ops.CharmBase, key: str, backend_factory: BackendFactory[BackendT]):
         super().__init__(charm, key)
+        _install_safe_log_text()
         self._charm = charm
         # Before any observer below: on leader-elected it forgets before the reconcile writes.
         self.memory = DatabagMemory(charm, f"{key}-databags")
@@ -91,4 +131,4 @@ class Reconciler(ops.Object, Generic[BackendT]):
 
     def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
         for status in self.statuses():
-            event.add_status(status)
+            event.add_status(_safe_status(status))

@@ -33,6 +33,7 @@ from coordinated_mesh.mesh.drain import ClusterPod, MeshDrain, mesh_drain, names
 from coordinated_mesh.mesh.policies import MeshPolicy
 from coordinated_mesh.parse import shorten, unit_fqdn
 from coordinated_mesh.proxy.pebble import NGINX_CONFIG_PATH, exporter_layer, nginx_layer
+from coordinated_mesh.relations.cluster import CoordinatorAppData
 from coordinated_mesh.relations.grafana_source import publish_grafana_source
 from coordinated_mesh.relations.loki_push_api import publish_loki_metadata
 from coordinated_mesh.relations.prometheus_scrape import publish_scrape_jobs
@@ -313,15 +314,16 @@ def apply_leader(
     endpoints = snapshot.endpoints
     adopted = migrate and calls.run(_adopt_legacy_labels)[0]
     cluster = charm.model.relations.get(endpoints.cluster, ())
+    held: dict[int, CoordinatorAppData] | None = None
     if snapshot.mesh.active:
         in_place = _join_mesh(snapshot, decision, calls)
-        if in_place:
-            app_data = decision.app_data
-        else:  # read what the workers were told only now: the steady state never needs it
+        if not in_place:  # read what the workers were told only now: never in the steady state
+            # Per relation: a worker application that joined since has nothing published, and
+            # gets no other relation's mesh labels (its pods would enrol without policies).
             published = read_published_labels(list(cluster), charm.app)
-            app_data = decision.held_app_data(published, snapshot.identity.app_name)
+            app = snapshot.identity.app_name
+            held = {r.id: decision.held_app_data(published.get(r.id), app) for r in cluster}
     else:
-        app_data = decision.app_data
         # Leaving the mesh: labels first (what makes pods leave), then the policies, which stay
         # while pods are still enrolled.
         calls.run(lambda backend: backend.reconcile_labels(decision.labels))
@@ -338,5 +340,6 @@ def apply_leader(
     for endpoint, protocols in decision.tracing_protocols.items():
         request_tracing_protocols(charm.model, endpoint, protocols, memory)
     for relation in cluster:
+        app_data = decision.app_data if held is None else held[relation.id]
         if app_data.write(relation.data[charm.app], memory):
             logger.info("updated the %s databag of relation %d", relation.name, relation.id)

@@ -248,7 +248,10 @@ class Coordinator(Reconciler[KubernetesBackend]):
         return unit_statuses(self._observations) if self._observations is not None else ()
 
     def on_remove(self) -> None:
-        """On the removal of the application's last unit, delete every policy it owns."""
+        """On the removal of the application's last unit, delete every object it owns.
+
+        Its cluster-internal policies and its label memory, in its namespace.
+        """
         if self._charm.app.planned_units() > 0 or not self._charm.unit.is_leader():
             return  # scaling down, or another unit is in charge: nothing is ours to delete
         logger.info(
@@ -257,6 +260,7 @@ class Coordinator(Reconciler[KubernetesBackend]):
         # Failures are logged; no status is set on a unit that is going away.
         calls = KubernetesCalls(lambda: self.backend, [])
         calls.run(lambda backend: backend.delete_policies(), crd_missing_ok=True)
+        calls.run(lambda backend: backend.delete_label_memory())
 
     # --- show-mesh ------------------------------------------------------------------------------
 

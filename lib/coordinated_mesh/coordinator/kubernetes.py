@@ -29,8 +29,8 @@ class KubernetesBackend(Protocol):
 
     Every method raises :class:`~coordinated_mesh.k8s.client.KubernetesError` (or a subclass) and
     nothing else on failure. Tests replace it with a fake; production uses :class:`LightkubeBackend`.
-    Everything happens in the model's namespace except :meth:`delete_policies` and
-    :meth:`owned_policies`, which look everywhere.
+    Everything happens in the model's namespace, where the cluster-internal policies live: so
+    the rights of a namespace-scoped role suffice to manage and delete them.
     """
 
     def reconcile_labels(self, labels: Mapping[str, str]) -> bool:
@@ -64,11 +64,15 @@ class KubernetesBackend(Protocol):
         ...
 
     def delete_policies(self) -> bool:
-        """Delete every owned cluster-internal policy, in any namespace; True if it deleted any."""
+        """Delete every owned cluster-internal policy in our namespace; True if it deleted any."""
         ...
 
     def owned_policies(self) -> list[dict[str, Any]]:
-        """The owned policy objects as they are in Kubernetes."""
+        """The owned policy objects in our namespace, as they are in Kubernetes."""
+        ...
+
+    def delete_label_memory(self) -> bool:
+        """Forget the labels applied (on the application's removal); whether there was a memory."""
         ...
 
 
@@ -171,10 +175,13 @@ class LightkubeBackend:
         return dict((metadata.labels if metadata else None) or {})
 
     def delete_policies(self) -> bool:  # noqa: D102
-        return self._manager().delete_all().changed
+        return self._manager().delete_all([self._client.namespace]).changed
 
     def owned_policies(self) -> list[dict[str, Any]]:  # noqa: D102
-        return self._manager().list_owned()
+        return self._manager().list_owned([self._client.namespace])
+
+    def delete_label_memory(self) -> bool:  # noqa: D102
+        return AppLabels(self._client).delete_label_memory()
 
     def adopt_legacy_labels(self) -> bool:  # noqa: D102
         from coordinated_mesh.k8s.labels import managed_charm_labels

@@ -165,16 +165,21 @@ def _read_workers(
 
 def read_published_labels(
     relations: list[ops.Relation], app: ops.Application
-) -> dict[str, str] | None:
-    """The worker labels already in the cluster databags (the first valid one), if any."""
+) -> dict[int, Mapping[str, str]]:
+    """The worker labels already in each cluster relation's databag, by relation id.
+
+    Per relation: a worker application that joined since has none (it is absent), and must not
+    be given another relation's mesh labels while its policies cannot be written.
+    """
+    labels: dict[int, Mapping[str, str]] = {}
     for relation in sorted(relations, key=lambda r: r.id):
         try:
             published = CoordinatorAppData.load(relation.data[app])
         except DatabagError:
             continue
         if published.worker_labels is not None:
-            return published.worker_labels
-    return None
+            labels[relation.id] = published.worker_labels
+    return labels
 
 
 def _read_resolvers(path: str) -> tuple[str, ...]:

@@ -171,7 +171,9 @@ def unit_statuses(obs: Observations) -> list[ops.StatusBase]:
     statuses.extend(ops.BlockedStatus(shorten(f"telemetry proxy: {p}", 160)) for p in obs.proxy)
     if obs.mesh_related and not obs.mesh_ready:
         reason = obs.mesh_problem or "the beacon has not published its labels yet"
-        statuses.append(ops.WaitingStatus(shorten(f"waiting for {obs.endpoints.mesh}: {reason}")))
+        statuses.append(
+            ops.WaitingStatus(shorten(f"waiting for {obs.endpoints.mesh}: {reason}", 200))
+        )
     statuses.extend(ops.WaitingStatus(f"waiting for the {name} container") for name in obs.workload)
     statuses.append(ops.ActiveStatus(active_summary(obs)))
     return statuses

@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from coordinated_mesh.k8s.client import MANAGED_BY, AppClient, api_errors
-from coordinated_mesh.parse import validate_labels
+from coordinated_mesh.parse import is_juju_owned_label, validate_labels
 
 if TYPE_CHECKING:  # lightkube's models are imported when a call needs them, not with the module
     from lightkube import Client
@@ -26,6 +26,7 @@ __all__ = [
     "AppLabels",
     "LabelCache",
     "LabelPlan",
+    "delete_label_memory",
     "label_patch",
     "managed_charm_labels",
     "memory_name",
@@ -101,6 +102,8 @@ class LabelPlan:
     """The patch for the Service labels."""
     memory_after: dict[str, str] | None
     """The memory to record at the end (the wanted set), or ``None`` when already recorded."""
+    not_ours: tuple[str, ...] = ()
+    """Wanted keys left alone because someone else set them (Juju, an operator), sorted."""
 
     @property
     def writes(self) -> bool:
@@ -130,12 +133,36 @@ def plan_labels(
         service_labels: the Service's labels now.
         selector: the StatefulSet selector's keys: Juju's own identity labels, never removed from
             either object (the selector must keep matching the pods).
+
+    A wanted key that is on either object with another value but not in ``previous`` was set by
+    someone else, Juju or an operator: it is neither overwritten nor remembered as ours, so it is
+    never removed either (``not_ours`` names it). One with the wanted value is taken as ours (a
+    lost memory is rebuilt). A selector key or a key Juju owns is never ours.
     """
-    wanted = dict(sorted(wanted.items()))
+
+    def set_otherwise(key: str) -> bool:
+        return any(
+            key in labels and labels[key] != wanted[key]
+            for labels in (
+                statefulset_labels,
+                service_labels,
+            )
+        )
+
+    foreign = {
+        key
+        for key in wanted
+        if key in selector
+        or is_juju_owned_label(key)
+        or (key not in previous and set_otherwise(key))
+    }
+    wanted = {k: v for k, v in sorted(wanted.items()) if k not in foreign}
+    # Never removed either, even if an older version took them over and remembered them.
+    protected = {*selector, *(key for key in previous if is_juju_owned_label(key))}
     statefulset = label_patch(
-        statefulset_labels, wanted=wanted, previous=previous, protected=selector
+        statefulset_labels, wanted=wanted, previous=previous, protected=protected
     )
-    service = label_patch(service_labels, wanted=wanted, previous=previous, protected=selector)
+    service = label_patch(service_labels, wanted=wanted, previous=previous, protected=protected)
     intent = dict(sorted({**previous, **wanted}.items()))
     adds = any(value is not None for value in (*statefulset.values(), *service.values()))
     memory_before = intent if adds and intent != dict(previous) else None
@@ -145,6 +172,7 @@ def plan_labels(
         statefulset=statefulset,
         service=service,
         memory_after=wanted if recorded != wanted else None,
+        not_ours=tuple(sorted(foreign)),
     )
 
 
@@ -238,6 +266,11 @@ class _Objects:
         )
 
 
+def _ours(wanted: Mapping[str, str], plan: LabelPlan) -> dict[str, str]:
+    """The wanted labels that are ours to set and remember (not someone else's)."""
+    return {key: value for key, value in wanted.items() if key not in plan.not_ours}
+
+
 def _plan_with_cache(
     wanted: dict[str, str],
     *,
@@ -254,6 +287,7 @@ def _plan_with_cache(
     plan = objects.plan(wanted, known)
     if known == recorded:
         return plan
+    wanted = _ours(wanted, plan)
     adds = any(value is not None for value in (*plan.statefulset.values(), *plan.service.values()))
     intent = dict(sorted({**known, **wanted}.items()))
     before = intent if adds and intent != recorded else None
@@ -312,12 +346,20 @@ def reconcile_charm_labels(
             service=(service.metadata.labels if service.metadata else None) or {},
             selector=tuple(selector),
         )
-        if cached is not None and cached == wanted and not objects.plan(wanted, cached).writes:
-            return False  # the steady state: in place, and recorded as such
+        if cached is not None:
+            steady = objects.plan(wanted, cached)
+            if cached == _ours(wanted, steady) and not steady.writes:
+                return False  # the steady state: in place, and recorded as such
         config_map = _get_memory(client, app_name=app_name, namespace=namespace)
         recorded = {} if config_map is None else _parse_memory(config_map, app_name=app_name)
         plan = _plan_with_cache(wanted, recorded=recorded, cached=cached or {}, objects=objects)
         exists = config_map is not None
+        if plan.not_ours:
+            logger.warning(
+                "not setting labels of %s that someone else set: %s",
+                app_name,
+                ", ".join(plan.not_ours),
+            )
         if plan.memory_before is not None:
             _write_memory(
                 client,
@@ -358,8 +400,31 @@ def reconcile_charm_labels(
                 field_manager=field_manager,
             )
     if cache is not None:
-        cache.remember(wanted)  # what the ConfigMap holds now (memory_after, or already so)
+        cache.remember(_ours(wanted, plan))  # what the ConfigMap holds now
     return plan.writes
+
+
+def delete_label_memory(client: Client, *, app_name: str, namespace: str) -> bool:
+    """Delete the ConfigMap remembering ``app_name``'s labels; whether there was one.
+
+    For the removal of the application: its StatefulSet and Service go with it, the memory would
+    stay forever otherwise.
+
+    Raises:
+        KubernetesError: the API failed (``ForbiddenError`` when the app is not trusted).
+    """
+    from lightkube import ApiError
+    from lightkube.resources.core_v1 import ConfigMap
+
+    with api_errors(app_name=app_name):
+        try:
+            client.delete(ConfigMap, memory_name(app_name), namespace=namespace)
+        except ApiError as error:
+            if error.status.code == 404:
+                return False
+            raise
+    logger.info("deleted the label memory %s", memory_name(app_name))
+    return True
 
 
 class AppLabels:
@@ -388,5 +453,12 @@ class AppLabels:
         """The labels applied last (``{}`` when none)."""
         client = self._client
         return managed_charm_labels(
+            client.get(), app_name=client.app_name, namespace=client.namespace
+        )
+
+    def delete_label_memory(self) -> bool:
+        """Delete the label memory (on the application's removal); whether there was one."""
+        client = self._client
+        return delete_label_memory(
             client.get(), app_name=client.app_name, namespace=client.namespace
         )

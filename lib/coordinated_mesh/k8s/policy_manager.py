@@ -250,10 +250,15 @@ class PolicyResourceManager:
             return ReconcileResult()
         return self._apply(diff_objects(desired, actual))
 
-    def delete_all(self) -> ReconcileResult:
-        """Delete every owned object, in every namespace. Nothing to do when the kind is not served."""
+    def delete_all(self, namespaces: Iterable[str] | None = None) -> ReconcileResult:
+        """Delete every owned object. Nothing to do when the kind is not served.
+
+        Args:
+            namespaces: where to look; every namespace (one cluster-wide list, which needs
+                cluster-wide rights) when ``None``.
+        """
         try:
-            actual = self.list_owned()
+            actual = self.list_owned(namespaces)
         except CRDMissingError:
             return ReconcileResult()
         return self._apply(ObjectDiff(delete=tuple(actual)))

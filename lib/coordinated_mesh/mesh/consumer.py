@@ -27,7 +27,7 @@ from coordinated_mesh.mesh.policies import (
     build_mesh_policies,
     policies_to_json,
 )
-from coordinated_mesh.parse import APP_NAME_PATTERN, MODEL_NAME_PATTERN, validate_labels
+from coordinated_mesh.parse import APP_NAME_PATTERN, MODEL_NAME_PATTERN, validate_mesh_labels
 from coordinated_mesh.relations.databag import DatabagError, DatabagModel
 
 __all__ = [
@@ -62,11 +62,9 @@ class ServiceMeshProviderAppData(DatabagModel):
     @pydantic.field_validator("labels")
     @classmethod
     def _labels_valid(cls, labels: dict[str, str]) -> dict[str, str]:
-        if SELECTOR_LABEL in labels:
-            # Juju's StatefulSet selects its pods by this label: a pod template with another value
-            # is rejected by Kubernetes (422) on every hook, so such a set can never be applied.
-            raise ValueError(f"{SELECTOR_LABEL!r} is Juju's pod selector, not a mesh label")
-        return validate_labels(labels)
+        # Juju's StatefulSet selects its pods by SELECTOR_LABEL: a pod template with another
+        # value is rejected by Kubernetes (422) on every hook; no Juju key is a mesh label.
+        return validate_mesh_labels(labels)
 
 
 class CrossModelMeshInfo(pydantic.BaseModel):

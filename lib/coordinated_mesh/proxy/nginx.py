@@ -3,7 +3,8 @@
 :func:`render_nginx_config` turns a :class:`~coordinated_mesh.proxy.plan.TelemetryProxyPlan` into
 a complete ``nginx.conf`` for nginx 1.22 and newer under Pebble: request-time DNS (``resolver`` and
 ``proxy_pass $upstream``, so a backend that does not resolve never stops nginx), HTTP/1.1 upstreams,
-one HTTP server, an optional h2c gRPC server, a loopback ``stub_status``. Every value is checked
+one HTTP server, an optional h2c gRPC server, a loopback ``stub_status``; raw paths that could
+route differently in Istio and nginx, and requests that looped back, are refused. Every value is checked
 against a conservative character set before it is written. Why each choice:
 ``docs/explanation/telemetry-proxy.md``.
 """
@@ -15,7 +16,14 @@ from dataclasses import dataclass
 
 from coordinated_mesh.proxy.plan import GrpcRoute, HttpRoute, QueryRoute, TelemetryProxyPlan
 
-__all__ = ["DEFAULT_CONFIG_PATH", "NginxSettings", "nginx_command", "render_nginx_config"]
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "HOP_HEADER",
+    "UNSAFE_REQUEST_PATH",
+    "NginxSettings",
+    "nginx_command",
+    "render_nginx_config",
+]
 
 DEFAULT_CONFIG_PATH = "/etc/nginx/nginx.conf"
 """Where the coordinator writes the rendered configuration in the nginx container."""
@@ -28,6 +36,21 @@ _USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _IPV4_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 _QUERY_PREFIX_RE = re.compile(r"(?:/[A-Za-z0-9_-]+)+")
 _SHARE_RE = re.compile(r"[0-9]{1,3}\.[0-9]{2}%|\*")
+
+HOP_HEADER = "X-Telemetry-Proxy-Hop"
+"""The header nginx adds to every request it proxies, valued with the plan's ``loop_token``: a
+request that comes back carrying it is refused (508), and the ``stub_status`` server refuses any
+request carrying it, so no route can loop to this proxy or reach its status page."""
+_HOP_VARIABLE = "$http_" + HOP_HEADER.lower().replace("-", "_")
+_TOKEN_RE = re.compile(r"[0-9a-f]{16,64}")
+UNSAFE_REQUEST_PATH = r"^[^?]*(%2f|%5c|%2e|%00|\\\\|/\.\.?(/|\?|$))"
+"""Requests whose raw path (``$request_uri``, before ``?``) matches this, case-insensitively, are
+refused (400) before any location is chosen: an encoded slash, backslash or dot, a NUL, a raw
+backslash or a dot segment (written for nginx's quoted-string unescaping). nginx decodes ``%2F``
+and resolves ``..`` before matching a location, while Istio's default path normalization (BASE)
+does not decode ``%2F``/``%5C`` (istio.io/latest/docs/reference/config/security/normalization):
+without this, a client the mesh allows only ``/query/*`` reaches any route, as
+``/query/..%2Fproxy%2F...``."""
 
 QUERY_BACKEND_VARIABLE = "$worker_query_backend"
 """The variable ``split_clients`` sets to the worker (``host:port``) serving a query request."""
@@ -179,6 +202,22 @@ def _grpc_route(out: _Writer, route: GrpcRoute) -> None:
     out.close()
 
 
+def _guard_proxy_server(out: _Writer, plan: TelemetryProxyPlan) -> None:
+    """Server-level refusals, run before location matching: unsafe raw paths and our own hops."""
+    out.open(f'if ($request_uri ~* "{UNSAFE_REQUEST_PATH}")')
+    out.line("return 400;")
+    out.close()
+    out.open(f'if ({_HOP_VARIABLE} = "{_token(plan)}")')
+    out.line("return 508;")
+    out.close()
+
+
+def _token(plan: TelemetryProxyPlan) -> str:
+    if not _TOKEN_RE.fullmatch(plan.loop_token):
+        raise ValueError(f"refusing to render unsafe loop token {plan.loop_token!r}")
+    return plan.loop_token
+
+
 def _main_context(out: _Writer, settings: NginxSettings) -> None:
     temp = settings.temp_dir.rstrip("/")
     out.line("# Rendered by coordinated_mesh.proxy.nginx; the coordinator charm rewrites it.")
@@ -215,6 +254,8 @@ def _http_settings(out: _Writer, plan: TelemetryProxyPlan, settings: NginxSettin
         out.line("resolver_timeout 5s;")
     out.line("proxy_http_version 1.1;")
     out.line('proxy_set_header Connection "";')
+    out.line(f"proxy_set_header {HOP_HEADER} {_token(plan)};")
+    out.line(f"grpc_set_header {HOP_HEADER} {_token(plan)};")
     out.line("proxy_connect_timeout 10s;")
     out.line("proxy_send_timeout 60s;")
     out.line("proxy_read_timeout 60s;")
@@ -249,6 +290,7 @@ def render_nginx_config(plan: TelemetryProxyPlan, settings: NginxSettings | None
     out.open("server")
     out.line(_listen(settings, plan.config.http_port))
     out.line("server_name _;")
+    _guard_proxy_server(out, plan)
     for route in sorted(plan.http_routes):
         _http_route(out, route)
     if plan.query_route is not None:
@@ -263,6 +305,7 @@ def render_nginx_config(plan: TelemetryProxyPlan, settings: NginxSettings | None
         out.open("server")
         out.line(_listen(settings, plan.config.grpc_port, "http2"))
         out.line("server_name _;")
+        _guard_proxy_server(out, plan)
         for route in sorted(plan.grpc_routes):
             _grpc_route(out, route)
         out.open("location /")
@@ -274,6 +317,9 @@ def render_nginx_config(plan: TelemetryProxyPlan, settings: NginxSettings | None
     out.open("server")
     out.line(f"listen 127.0.0.1:{_safe(plan.status_port)};")
     out.line("access_log off;")
+    out.open(f'if ({_HOP_VARIABLE} != "")')
+    out.line("return 403;")
+    out.close()
     out.open("location = /status")
     out.line("stub_status;")
     out.close()

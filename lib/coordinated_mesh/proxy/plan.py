@@ -11,6 +11,7 @@ telemetry goes through the proxy: ``docs/explanation/telemetry-proxy.md``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from coordinated_mesh.parse import (
     GrpcAddress,
     HttpUrl,
     Problem,
+    check_backend_host,
     is_app_name,
     is_dns_name,
     is_model_name,
@@ -228,6 +230,8 @@ class TelemetryProxyPlan:
             while no worker can serve queries.
         query_url: the query API as the coordinator offers it (its Service, the HTTP port and
             the prefix, no trailing ``/``): ``None`` exactly when ``query_route`` is.
+        loop_token: what this coordinator's proxy marks the requests it forwards with (the same
+            on every unit, 16 hex digits): a request arriving with it has looped back.
     """
 
     config: WorkerTelemetryProxyConfig
@@ -240,6 +244,7 @@ class TelemetryProxyPlan:
     problems: tuple[Problem, ...]
     query_route: QueryRoute | None = None
     query_url: str | None = None
+    loop_token: str = "0" * 16
 
 
 # --- Building ------------------------------------------------------------------------------
@@ -271,14 +276,38 @@ def _proxy_base_url(inputs: TelemetryProxyInputs) -> str:
     return f"http://{inputs.identity.service_fqdn}:{inputs.config.http_port}"
 
 
-def _unit_urls(collect: _Collector, endpoint: str, urls: Mapping[str, str]) -> dict[str, HttpUrl]:
-    """Validate ``unit -> URL``; drop invalid ones and later duplicates of the same URL."""
+def _backend_host(inputs: TelemetryProxyInputs, host: str) -> None:
+    """Apply the upstream policy to a telemetry backend (:func:`check_backend_host`).
+
+    Raises:
+        ValueError: the host is refused.
+    """
+    identity = inputs.identity
+    check_backend_host(
+        host,
+        app_name=identity.app_name,
+        model_name=identity.model_name,
+        cluster_domain=identity.cluster_domain,
+    )
+
+
+def _loop_token(identity: CoordinatorIdentity) -> str:
+    """The same for every unit of one coordinator, different for every other coordinator."""
+    text = f"{identity.model_uuid}/{identity.app_name}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _unit_urls(
+    collect: _Collector, inputs: TelemetryProxyInputs, endpoint: str, urls: Mapping[str, str]
+) -> dict[str, HttpUrl]:
+    """Validate ``unit -> URL``; drop invalid or refused ones and later duplicates of a URL."""
     valid: dict[str, HttpUrl] = {}
     seen: set[HttpUrl] = set()
     for unit, raw in collect.capped(endpoint, urls.items()):
         try:
             name = parse_unit_name(unit)
             url = parse_http_url(raw)
+            _backend_host(inputs, url.host)
         except ValueError as e:
             collect.add(endpoint, unit, str(e))
             continue
@@ -448,11 +477,13 @@ def _tracing(
         try:
             if protocol in HTTP_TRACING_PROTOCOLS:
                 url = parse_http_url(raw)
+                _backend_host(inputs, url.host)
                 location = f"/proxy/{kind}-tracing/{protocol}/"
                 http_routes.append(HttpRoute(location=location, exact=False, upstream=url))
                 proxied[protocol] = _proxy_base_url(inputs) + location.rstrip("/")
             else:
                 address = parse_grpc_address(raw)
+                _backend_host(inputs, address.host)
                 if kind == "workload" and inputs.config.grpc_port is not None:
                     route = GrpcRoute(GRPC_TRACING_PROTOCOLS[protocol], address, tls=grpc_tls)
                     grpc_routes.append(route)
@@ -500,14 +531,14 @@ def build_telemetry_proxy(inputs: TelemetryProxyInputs) -> TelemetryProxyPlan:
     query_route, query_url = _query_route(inputs, query_backends)
 
     loki_urls: dict[str, str] = {}
-    for unit, url in _unit_urls(collect, names.logging, inputs.backend_loki_urls).items():
+    for unit, url in _unit_urls(collect, inputs, names.logging, inputs.backend_loki_urls).items():
         location = f"/proxy/loki/{unit_path_name(unit)}/push"
         http_routes.append(HttpRoute(location=location, exact=True, upstream=url))
         loki_urls[unit] = base + location
 
     remote_write: list[str] = []
     for unit, url in _unit_urls(
-        collect, names.remote_write, inputs.backend_remote_write_urls
+        collect, inputs, names.remote_write, inputs.backend_remote_write_urls
     ).items():
         location = f"/proxy/remote-write/{unit_path_name(unit)}/write"
         http_routes.append(HttpRoute(location=location, exact=True, upstream=url))
@@ -539,4 +570,5 @@ def build_telemetry_proxy(inputs: TelemetryProxyInputs) -> TelemetryProxyPlan:
         problems=tuple(sorted(set(collect.problems))),
         query_route=query_route,
         query_url=query_url,
+        loop_token=_loop_token(inputs.identity),
     )

@@ -11,7 +11,7 @@ import ops
 import pydantic
 
 from coordinated_mesh.charm.memory import DatabagMemory, write_changed
-from coordinated_mesh.parse import Problem, parse_http_url
+from coordinated_mesh.parse import Problem, parse_http_url, shorten
 from coordinated_mesh.relations.databag import load_json_value
 
 logger = logging.getLogger(__name__)
@@ -94,9 +94,8 @@ def describe_validation_error(error: pydantic.ValidationError) -> str:
 
 
 def printable(text: str, limit: int = 200) -> str:
-    """``text`` with non-printable characters replaced by ``?``, truncated to ``limit``."""
-    cleaned = "".join(c if c.isprintable() else "?" for c in text)
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+    """``text`` made safe for a status or a log line (:func:`~coordinated_mesh.parse.shorten`)."""
+    return shorten(text, limit)
 
 
 class UnitUrl(pydantic.BaseModel):

@@ -16,6 +16,7 @@ from typing import Any, Self
 import pydantic
 
 from coordinated_mesh.charm.memory import DatabagMemory, write_changed
+from coordinated_mesh.parse import shorten
 
 __all__ = ["DatabagError", "DatabagModel", "load_json_value"]
 
@@ -23,20 +24,37 @@ MAX_VALUE_BYTES = 1 << 20
 """The largest databag value we accept from a peer (1 MiB); larger values are reported as invalid."""
 
 
+MAX_MESSAGE = 500
+"""The longest :class:`DatabagError` message."""
+
+
 class DatabagError(ValueError):
-    """A databag could not be read into its model. ``str(error)`` says which key and why."""
+    """A databag could not be read into its model. ``str(error)`` says which key and why.
+
+    The message is made safe for a log line or a status (:func:`~coordinated_mesh.parse.shorten`):
+    it may quote a peer's keys.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(shorten(message, MAX_MESSAGE))
 
 
 def load_json_value(databag: Mapping[str, str], key: str) -> Any:
     """The JSON value under ``key``; ``None`` when the key is absent or empty.
 
+    This is the one place remote JSON is decoded: whatever ``json.loads`` can raise on a
+    peer's text becomes a :class:`DatabagError`, so readers need catch nothing else.
+
     Raises:
-        DatabagError: the value is larger than :data:`MAX_VALUE_BYTES`, is not JSON, or is
-            nested too deeply to decode. The message names the key.
+        DatabagError: the value is not a string, is larger than :data:`MAX_VALUE_BYTES`, is not
+            JSON, holds an integer too long to decode, or is nested too deeply to decode. The
+            message names the key.
     """
     raw = databag.get(key)
     if raw is None or raw == "":
         return None
+    if not isinstance(raw, str):
+        raise DatabagError(f"{key!r} is not a string")
     size = len(raw.encode("utf-8", errors="surrogatepass"))
     if size > MAX_VALUE_BYTES:
         raise DatabagError(f"{key!r} is {size} bytes, more than {MAX_VALUE_BYTES}")
@@ -47,6 +65,10 @@ def load_json_value(databag: Mapping[str, str], key: str) -> Any:
     except RecursionError:
         # Deeply nested arrays or objects ("[[[[..."): fits in the size limit, not in a stack.
         raise DatabagError(f"{key!r} is nested too deeply") from None
+    except ValueError:
+        # Not a JSONDecodeError: an integer of more than sys.get_int_max_str_digits() (4300)
+        # digits, which json.loads refuses with a plain ValueError (Python >= 3.11).
+        raise DatabagError(f"{key!r} holds a number too long to decode") from None
 
 
 class DatabagModel(pydantic.BaseModel):
@@ -74,10 +96,13 @@ class DatabagModel(pydantic.BaseModel):
             raise DatabagError("a value is nested too deeply") from None
         except pydantic.ValidationError as e:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+                f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: "
+                + err["msg"].removeprefix("Value error, ")  # our validators' own messages
                 for err in e.errors()
             )
             raise DatabagError(problems) from None
+        except (ValueError, TypeError) as e:  # after pydantic's: a validator's own bug or limit
+            raise DatabagError(f"invalid value: {e}") from None
 
     def dump(self) -> dict[str, str]:
         """The databag form: each set field JSON-encoded under its key (``None`` fields omitted).

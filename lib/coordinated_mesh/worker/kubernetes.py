@@ -22,6 +22,10 @@ class LabelsBackend(Protocol):
         """The labels applied last (``{}`` when none)."""
         ...
 
+    def delete_label_memory(self) -> bool:
+        """Forget the labels applied (on the application's removal); whether there was a memory."""
+        ...
+
 
 @runtime_checkable
 class LegacyLabels(Protocol):

@@ -20,7 +20,7 @@ from coordinated_mesh.charm.metadata import require_declared
 from coordinated_mesh.charm.reconciler import Reconciler
 from coordinated_mesh.charm.tracing import charm_traces_url, send_charm_traces_to
 from coordinated_mesh.k8s.client import ClientFactory, ForbiddenError, KubernetesError
-from coordinated_mesh.parse import parse_cluster_domain, show, unit_fqdn
+from coordinated_mesh.parse import is_juju_owned_label, parse_cluster_domain, show, unit_fqdn
 from coordinated_mesh.relations.cluster import (
     DEFAULT_ROLE,
     CoordinatorAppData,
@@ -205,6 +205,19 @@ class Worker(Reconciler[LabelsBackend]):
 
     # --- Reconcile --------------------------------------------------------------------------------
 
+    def on_remove(self) -> None:
+        """On the removal of the application's last unit, delete its label memory.
+
+        Juju deletes the StatefulSet and Service with the application; the ConfigMap remembering
+        the labels applied to them is ours to delete. Failures are logged only.
+        """
+        if self._charm.app.planned_units() > 0 or not self._charm.unit.is_leader():
+            return  # scaling down, or another unit is in charge
+        try:
+            self.backend.delete_label_memory()
+        except KubernetesError as e:
+            logger.error("Kubernetes: %s", e)
+
     def reconcile(self) -> None:
         """Bring everything to its desired state; called once per hook, safe to call again."""
         obs = WorkerObservations(app_name=self._charm.app.name, endpoint=self._endpoint)
@@ -284,6 +297,15 @@ class Worker(Reconciler[LabelsBackend]):
         except DatabagError as e:
             logger.error("invalid data from %s on relation %d: %s", coordinator, relation.id, e)
             obs.data_problem = f"invalid data: {e}"
+            return None
+        owned = sorted(k for k in data.worker_labels or {} if is_juju_owned_label(k))
+        if owned:
+            # The coordinator may not take over Juju's labels (its selector): keep what we have.
+            reason = f"worker_labels: {show(owned[0])} is a label Juju owns"
+            logger.error(
+                "invalid data from %s on relation %d: %s", coordinator, relation.id, reason
+            )
+            obs.data_problem = f"invalid data: {reason}"
             return None
         telemetry, problems = parse_proxied_telemetry(data)
         for problem in problems:
