@@ -44,7 +44,7 @@ def app_policy(namespace: str, source: str, path: str = "/api") -> MeshPolicy:
 
 @pytest.fixture
 def prm(k8s_client: Client, namespace: str, authorization_policy_crd: Any) -> PolicyResourceManager:
-    return PolicyResourceManager(k8s_client, app_name="coord", model_name=namespace)
+    return PolicyResourceManager(k8s_client, app_name="coord", namespace=namespace)
 
 
 def names(objects: list[dict[str, Any]]) -> list[str]:
@@ -186,9 +186,9 @@ def test_two_owners_in_one_namespace_never_touch_each_other(
 ):
     # "a-b" in model "c" and "a" in model "b-c" would share "<app>-<model>"; scopes differ too.
     owners = [
-        PolicyResourceManager(k8s_client, app_name="a-b", model_name=namespace),
-        PolicyResourceManager(k8s_client, app_name="a", model_name=f"b-{namespace}"),
-        PolicyResourceManager(k8s_client, app_name="a-b", model_name=namespace, scope="other"),
+        PolicyResourceManager(k8s_client, app_name="a-b", namespace=namespace),
+        PolicyResourceManager(k8s_client, app_name="a", namespace=f"b-{namespace}"),
+        PolicyResourceManager(k8s_client, app_name="a-b", namespace=namespace, scope="other"),
     ]
     same = [unit_policy(namespace, "coord"), app_policy(namespace, "worker")]
     for owner in owners:
@@ -210,8 +210,8 @@ def test_delete_all_removes_everything_owned_in_every_namespace(
     from lightkube.resources.core_v1 import Namespace
 
     k8s_client.create(Namespace(metadata=ObjectMeta(name=other)))
-    prm = PolicyResourceManager(k8s_client, app_name="coord", model_name=namespace)
-    bystander = PolicyResourceManager(k8s_client, app_name="other", model_name=namespace)
+    prm = PolicyResourceManager(k8s_client, app_name="coord", namespace=namespace)
+    bystander = PolicyResourceManager(k8s_client, app_name="other", namespace=namespace)
     prm.reconcile([unit_policy(namespace, "coord"), unit_policy(other, "coord")])
     bystander.reconcile([unit_policy(namespace, "coord")])
 
@@ -225,7 +225,7 @@ def test_delete_all_removes_everything_owned_in_every_namespace(
 def test_untrusted_app_gets_a_forbidden_error_naming_juju_trust(
     untrusted_client: Client, namespace: str, authorization_policy_crd: Any
 ):
-    prm = PolicyResourceManager(untrusted_client, app_name="coord", model_name=namespace)
+    prm = PolicyResourceManager(untrusted_client, app_name="coord", namespace=namespace)
     with pytest.raises(ForbiddenError) as caught:
         prm.reconcile([unit_policy(namespace, "coord")])
     assert "juju trust coord --scope=cluster" in str(caught.value)
@@ -235,7 +235,7 @@ def test_untrusted_app_gets_a_forbidden_error_naming_juju_trust(
 def test_missing_crd_raises_crd_missing_when_policies_are_wanted(
     k8s_client: Client, namespace: str, no_authorization_policy_crd: None, request_log: RequestLog
 ):
-    prm = PolicyResourceManager(k8s_client, app_name="coord", model_name=namespace)
+    prm = PolicyResourceManager(k8s_client, app_name="coord", namespace=namespace)
     with pytest.raises(CRDMissingError) as caught:
         prm.reconcile([unit_policy(namespace, "coord")])
     assert "AuthorizationPolicy" in str(caught.value)

@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 NAMES = st.from_regex(r"^[a-z][a-z0-9-]{0,60}[a-z0-9]$", fullmatch=True)
-OWNER = Owner(app_name="coord", model_name="m")
+OWNER = Owner(app_name="coord", namespace="m")
 
 
 def unit_policy(source: str, ports: list[int] | None = None, namespace: str = "m") -> MeshPolicy:
@@ -63,15 +63,15 @@ def as_listed(obj: dict[str, Any], **extra_labels: str) -> dict[str, Any]:
 
 @given(NAMES, NAMES, NAMES)
 def test_owner_labels_are_valid_for_any_names(app: str, model: str, scope: str):
-    labels = Owner(app_name=app, model_name=model, scope=scope).labels
+    labels = Owner(app_name=app, namespace=model, scope=scope).labels
     for label_key, value in labels.items():
         assert LABEL_KEY_RE.match(label_key)
         assert LABEL_VALUE_RE.match(value), value
 
 
 def test_owners_sharing_app_dash_model_have_different_label_sets():
-    one = Owner(app_name="a-b", model_name="c").labels
-    other = Owner(app_name="a", model_name="b-c").labels
+    one = Owner(app_name="a-b", namespace="c").labels
+    other = Owner(app_name="a", namespace="b-c").labels
     assert one["app.kubernetes.io/instance"] == other["app.kubernetes.io/instance"]
     assert one != other
 

@@ -120,7 +120,7 @@ class LightkubeBackend:
 
         client = self._client
         return PolicyResourceManager(
-            client.get(), app_name=client.app_name, model_name=client.namespace, logger=logger
+            client.get(), app_name=client.app_name, namespace=client.namespace, logger=logger
         )
 
     def reconcile_labels(self, labels: Mapping[str, str]) -> bool:  # noqa: D102

@@ -63,28 +63,29 @@ class Owner:
     """Who owns a set of policy objects: one application, in one model, for one purpose (scope)."""
 
     app_name: str
-    model_name: str
+    namespace: str
+    """The Juju model, which is the Kubernetes namespace it runs in."""
     scope: str = "cluster-internal"
 
     @property
     def identity(self) -> str:
         """An unambiguous text identity (Juju names cannot hold ``/``), hashed into names."""
-        return f"{self.app_name}/{self.model_name}/{self.scope}"
+        return f"{self.app_name}/{self.namespace}/{self.scope}"
 
     @property
     def labels(self) -> dict[str, str]:
         """The labels marking an object as owned; each value is a valid label value."""
         return {
-            INSTANCE_LABEL: safe_label_value(f"{self.app_name}-{self.model_name}"),
+            INSTANCE_LABEL: safe_label_value(f"{self.app_name}-{self.namespace}"),
             MANAGED_BY_LABEL: MANAGED_BY,
             # The instance label alone is ambiguous ("a-b" in "c" vs "a" in "b-c"); this is not.
-            OWNER_LABEL: safe_label_value(f"{self.app_name}.{self.model_name}.{self.scope}"),
+            OWNER_LABEL: safe_label_value(f"{self.app_name}.{self.namespace}.{self.scope}"),
         }
 
     @property
     def field_manager(self) -> str:
         """The field manager recorded on the fields this owner writes."""
-        return f"{self.app_name}-{self.model_name}"
+        return f"{self.app_name}-{self.namespace}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +188,7 @@ class PolicyResourceManager:
     Args:
         client: a lightkube client.
         app_name: the owning Juju application.
-        model_name: its model (the Kubernetes namespace it runs in).
+        namespace: its namespace (the Juju model it runs in).
         scope: what the policies are for; one owner per (app, model, scope).
         logger: where to log writes; this module's logger by default.
     """
@@ -197,12 +198,12 @@ class PolicyResourceManager:
         client: Client,
         *,
         app_name: str,
-        model_name: str,
+        namespace: str,
         scope: str = "cluster-internal",
         logger: logging.Logger | None = None,
     ):
         self._client = client
-        self._owner = Owner(app_name=app_name, model_name=model_name, scope=scope)
+        self._owner = Owner(app_name=app_name, namespace=namespace, scope=scope)
         self._log = logger or logging.getLogger(__name__)
 
     @property
@@ -241,7 +242,7 @@ class PolicyResourceManager:
         no error.
         """
         desired = desired_objects(policies, owner=self._owner)
-        namespaces = {_key(obj)[0] for obj in desired} | {self._owner.model_name}
+        namespaces = {_key(obj)[0] for obj in desired} | {self._owner.namespace}
         try:
             actual = self.list_owned(namespaces)
         except CRDMissingError:
