@@ -313,6 +313,9 @@ class _Pools:
 
     def query_host_map(self, out: _Writer, route: QueryRoute) -> None:
         """``$worker_query_host``: the Host header of the worker a query request goes to."""
+        # Keys are block names (a DNS name of up to 253 characters and more): beyond the default
+        # bucket (64 bytes on x86_64), which makes nginx refuse to start.
+        out.line("map_hash_bucket_size 512;")
         out.open(f"map {QUERY_BACKEND_VARIABLE} {QUERY_HOST_VARIABLE}")
         out.line("default $proxy_host;")
         for backend in route.backends:
@@ -372,7 +375,8 @@ def render_nginx_config(plan: TelemetryProxyPlan, settings: NginxSettings | None
     Args:
         plan: the routes and ports, from
             :func:`~coordinated_mesh.proxy.plan.build_telemetry_proxy`.
-        settings: process settings; the defaults suit the ``ubuntu/nginx`` rock under Pebble.
+        settings: process settings; the defaults suit an nginx image under Pebble (and
+            nginx 1.22: pass ``upstream_resolve=True`` for nginx >= 1.27.3).
 
     Returns:
         The configuration text; equal plans and settings give byte-identical text.
