@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.binaries import require_binary, require_nginx_with_upstream_resolve
-from tests.support.nginx import DnsServer, Upstream, start_dns, start_upstream
+from tests.support.nginx import DnsServer, ProxyNginx, Upstream, start_dns, start_upstream
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,6 +31,14 @@ def nginx_bin() -> str:
 def nginx_resolve_bin() -> str:
     """nginx >= 1.27.3 (``server ... resolve`` in an upstream): the forky root's."""
     return require_nginx_with_upstream_resolve()
+
+
+@pytest.fixture(params=["nginx-1.22", "nginx-1.27.3+-pooled"])
+def proxy_nginx(request: pytest.FixtureRequest) -> ProxyNginx:
+    """Each rendering on the nginx it is for: 1.22 (``$upstream``), >= 1.27.3 (pooled)."""
+    if request.param == "nginx-1.22":
+        return ProxyNginx(request.getfixturevalue("nginx_bin"), pooled=False)
+    return ProxyNginx(request.getfixturevalue("nginx_resolve_bin"), pooled=True)
 
 
 @pytest.fixture

@@ -97,6 +97,20 @@ class RunningNginx:
         self._log.close()
 
 
+@dataclass(frozen=True)
+class ProxyNginx:
+    """An nginx and the rendering it needs: ``pooled`` is ``NginxSettings.upstream_resolve``."""
+
+    binary: str
+    pooled: bool
+
+    @property
+    def settle_seconds(self) -> float:
+        """How long to wait after start before a request: a pooled name is resolved
+        asynchronously just after nginx starts (milliseconds); a request before gets 502."""
+        return 0.5 if self.pooled else 0.0
+
+
 # --- upstreams ------------------------------------------------------------------------------
 
 
