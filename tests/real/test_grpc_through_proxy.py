@@ -53,6 +53,18 @@ def settings(proxy_nginx: ProxyNginx, prefix: Path) -> NginxSettings:
     return replace(nginx_settings(prefix), upstream_resolve=proxy_nginx.pooled)
 
 
+def authority(headers: dict[str, str]) -> str | None:
+    """The request's authority: ``:authority``, or ``host`` without it (RFC 9113, 8.3.1).
+
+    nginx sends ``:authority`` from ``grpc_pass``'s host; with ``grpc_set_header Host`` (the
+    pooled rendering: the host would be the block's name) it sends ``host`` instead.
+    """
+    if ":authority" in headers:
+        assert "host" not in headers
+        return headers[":authority"]
+    return headers.get("host")
+
+
 IDENTITY = CoordinatorIdentity("coordinator", "mymodel", "12345678-1234-4234-8234-123456789abc")
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -189,6 +201,7 @@ def test_otlp_grpc_reaches_the_receiver(
         assert result.stdout.decode() == "200 2", (result.stderr, nginx.log())
         ((headers, body),) = seen
         assert headers[":path"] == EXPORT
+        assert authority(headers) == f"tempo.test:{upstream_port}"  # not the block's name
         assert headers["content-type"] == "application/grpc"
         assert body == message
         # Other gRPC services are not routed (no body: nginx answers before reading one).
@@ -242,6 +255,7 @@ def test_otlp_grpc_to_a_tls_receiver_is_sent_over_tls(
         assert result.stdout.decode() == "200 2", (result.stderr, nginx.log())
         ((headers, body),) = seen  # served by the TLS-only responder: it arrived over TLS
         assert headers[":path"] == EXPORT
+        assert authority(headers) == f"tempo.test:{upstream_port}"
         assert body == message
         assert server_names == ["tempo.test"]  # SNI names the receiver
     finally:

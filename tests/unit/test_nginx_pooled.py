@@ -91,6 +91,7 @@ def test_grpc_to_tls_is_pooled_separately_with_sni():
     assert location == [
         "set $grpc_upstream grpcs://grpcs_tempo.cos.svc.cluster.local_4317;",
         "grpc_pass $grpc_upstream;",
+        "grpc_set_header Host tempo.cos.svc.cluster.local:4317;",
         "grpc_ssl_name tempo.cos.svc.cluster.local;",
     ]
     assert "grpcs_tempo.cos.svc.cluster.local_4317" in upstream_blocks(text)
@@ -192,6 +193,7 @@ def test_pooled_rendering_is_safe_and_deterministic(
                 "zone ",
                 "proxy_set_header Host",
                 "proxy_ssl_name",
+                "grpc_set_header Host",
                 "grpc_ssl_name",
                 "set $",
             )

@@ -308,7 +308,11 @@ class _Pools:
         return _Backend("grpcs" if route.tls else "grpc", upstream.host, upstream.port).name
 
     def grpc_headers(self, out: _Writer, route: GrpcRoute) -> None:
-        if route.tls and self._pooled(route.upstream.host):
+        """As for HTTP: ``:authority`` (from ``Host``) and SNI name the receiver, not the block."""
+        if not self._pooled(route.upstream.host):
+            return
+        out.line(f"grpc_set_header Host {_safe(route.upstream)};")
+        if route.tls:
             out.line(f"grpc_ssl_name {_safe(route.upstream.host)};")
 
     def query_host_map(self, out: _Writer, route: QueryRoute) -> None:
