@@ -186,7 +186,7 @@ def _query_split(out: _Writer, route: QueryRoute, pools: _Pools | None = None) -
             raise ValueError(f"refusing to render unsafe share {share!r} into nginx.conf")
         target = f"{_safe(backend.host)}:{_safe(backend.port)}"
         if pools is not None:
-            target = _safe(pools.http_origin(backend).split("://", 1)[1])
+            target = pools.http_target(backend)
         out.line(f'{share} "{target}";')
     out.close()
     if pools is not None:
@@ -282,11 +282,15 @@ class _Pools:
             out.line(f"keepalive_timeout {settings.upstream_keepalive_seconds}s;")
             out.close()
 
+    def http_target(self, url: HttpUrl) -> str:
+        """The block's name, or ``host:port`` when the URL is not pooled."""
+        if not self._pooled(url.host):
+            return f"{_safe(url.host)}:{_safe(url.port)}"
+        return _Backend(url.scheme, url.host, url.port).name
+
     def http_origin(self, url: HttpUrl) -> str:
         """``scheme://<block name>``, or the URL's own origin when it is not pooled."""
-        if not self._pooled(url.host):
-            return url.origin
-        return f"{url.scheme}://{_Backend(url.scheme, url.host, url.port).name}"
+        return f"{url.scheme}://{self.http_target(url)}"
 
     def http_headers(self, out: _Writer, url: HttpUrl) -> None:
         """What the block name would otherwise change: the Host header and the TLS SNI name.
