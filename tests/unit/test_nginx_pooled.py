@@ -69,16 +69,29 @@ def test_locations_name_their_block_and_keep_host_and_sni():
     )
     text = render(https)
     assert block(text, "location = /proxy/loki/loki-0/push").splitlines() == [
+        "set $upstream_host loki-0.l.cos.svc.cluster.local:3100;",
         "set $upstream https://https_loki-0.l.cos.svc.cluster.local_3100/push;",
         "proxy_pass $upstream$is_args$args;",
-        "proxy_set_header Host loki-0.l.cos.svc.cluster.local:3100;",
-        'proxy_set_header Connection "";',
         "proxy_ssl_name loki-0.l.cos.svc.cluster.local;",
     ]
+    # Host comes from the http level (a location's proxy_set_header would drop inherited ones).
+    http = [
+        line.strip()
+        for line in text.splitlines()
+        if line.startswith("    ") and not line.startswith("     ")
+    ]
+    assert "proxy_set_header Host $upstream_host;" in http
+    assert "grpc_set_header Host $upstream_host;" in http
+    assert not any(
+        line.strip().startswith(("proxy_set_header", "grpc_set_header"))
+        for line in text.splitlines()
+        if line.startswith("        ")
+    )
     prefix = block(text, "location /proxy/workload-tracing/otlp_http/").splitlines()
-    assert prefix[0] == "set $upstream http://http_tempo.cos.svc.cluster.local_4318;"
-    assert prefix[1].startswith('rewrite "(?s)^/proxy/workload-tracing/otlp_http/(.*)$" /base/')
-    assert "proxy_set_header Host tempo.cos.svc.cluster.local:4318;" in prefix
+    # Every `set` before `rewrite ... break`, which skips the ones after it.
+    assert prefix[0] == "set $upstream_host tempo.cos.svc.cluster.local:4318;"
+    assert prefix[1] == "set $upstream http://http_tempo.cos.svc.cluster.local_4318;"
+    assert prefix[2].startswith('rewrite "(?s)^/proxy/workload-tracing/otlp_http/(.*)$" /base/')
 
 
 def test_grpc_to_tls_is_pooled_separately_with_sni():
@@ -89,9 +102,9 @@ def test_grpc_to_tls_is_pooled_separately_with_sni():
     text = render_nginx_config(replace(plan, grpc_routes=(tls,)), POOLED)
     location = block(text, f"location {tls.location}").splitlines()
     assert location == [
+        "set $upstream_host tempo.cos.svc.cluster.local:4317;",
         "set $grpc_upstream grpcs://grpcs_tempo.cos.svc.cluster.local_4317;",
         "grpc_pass $grpc_upstream;",
-        "grpc_set_header Host tempo.cos.svc.cluster.local:4317;",
         "grpc_ssl_name tempo.cos.svc.cluster.local;",
     ]
     assert "grpcs_tempo.cos.svc.cluster.local_4317" in upstream_blocks(text)
@@ -117,6 +130,7 @@ def test_host_names_without_resolver_are_not_pooled():
     assert upstream_blocks(text) == ["http_10.1.2.3_9090"]
     loki = block(text, "location = /proxy/loki/loki-0/push").splitlines()
     assert loki == [
+        "set $upstream_host loki-0.l.cos.svc.cluster.local:3100;",
         "set $upstream http://loki-0.l.cos.svc.cluster.local:3100/loki/api/v1/push;",
         "proxy_pass $upstream$is_args$args;",
     ]
@@ -138,8 +152,7 @@ def test_query_route_uses_the_pools_with_each_workers_host():
         '.mymodel.svc.cluster.local:9090";',
     ]
     location = block(text, "location /query/").splitlines()
-    assert "proxy_set_header Host $worker_query_host;" in location
-    assert 'proxy_set_header Connection "";' in location
+    assert location[0] == "set $upstream_host $worker_query_host;"  # before the rewrite
 
 
 def test_default_rendering_is_unchanged_by_the_new_settings():
@@ -191,9 +204,7 @@ def test_pooled_rendering_is_safe_and_deterministic(
             (
                 "server ",
                 "zone ",
-                "proxy_set_header Host",
                 "proxy_ssl_name",
-                "grpc_set_header Host",
                 "grpc_ssl_name",
                 "set $",
             )

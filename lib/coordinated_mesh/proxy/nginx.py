@@ -43,6 +43,8 @@ QUERY_BACKEND_VARIABLE = "$worker_query_backend"
 """The variable ``split_clients`` sets to the worker (``host:port``) serving a query request."""
 QUERY_HOST_VARIABLE = "$worker_query_host"
 """With pooled upstreams, the ``Host`` header for the worker serving a query request."""
+HOST_VARIABLE = "$upstream_host"
+"""With pooled upstreams, each location's backend ``host:port``: the ``Host`` it sends."""
 QUERY_READ_TIMEOUT_SECONDS = 150
 """How long a query may take: beyond Prometheus' default ``--query.timeout`` (2m), so the
 worker's own timeout error reaches the client rather than a 504 from the proxy."""
@@ -160,15 +162,17 @@ def _http_route(out: _Writer, route: HttpRoute, pools: _Pools | None = None) -> 
     upstream = route.upstream
     location = _safe(route.location)
     origin = upstream.origin if pools is None else pools.http_origin(upstream)
+    out.open(f"location = {location}" if route.exact else f"location {location}")
+    if pools is not None:
+        # Before any `rewrite ... break`, which ends the rewrite phase (and skips later `set`s).
+        pools.set_host(out, f"{_safe(upstream.host)}:{_safe(upstream.port)}")
     if route.exact:
-        out.open(f"location = {location}")
         # With a variable, proxy_pass sends the request's own URI when the URL has no path: a
         # URL without a path means "/", so say so rather than leak our /proxy/... path upstream.
         out.line(f"set $upstream {_safe(origin + (upstream.path or '/'))};")
         out.line("proxy_pass $upstream$is_args$args;")
     else:
         # `set` must come before `rewrite ... break`, which ends the rewrite phase.
-        out.open(f"location {location}")
         out.line(f"set $upstream {_safe(origin)};")
         base = upstream.path.rstrip("/")
         out.line(f'rewrite "(?s)^{location}(.*)$" {_safe(base + "/")}$1 break;')
@@ -199,18 +203,19 @@ def _query_location(out: _Writer, route: QueryRoute, pools: _Pools | None = None
     if not _QUERY_PREFIX_RE.fullmatch(prefix) or route.location != prefix + "/":
         raise ValueError(f"refusing to render unsafe query prefix {prefix!r} into nginx.conf")
     out.open(f"location {route.location}")
+    if pools is not None:
+        pools.set_host(out, QUERY_HOST_VARIABLE)  # before `rewrite ... break`
     # With a variable in proxy_pass, nginx passes the (rewritten) URI as is: strip it here.
     out.line(f'rewrite "(?s)^{prefix}(/.*)$" $1 break;')
     out.line(f"proxy_read_timeout {QUERY_READ_TIMEOUT_SECONDS}s;")
     out.line(f"proxy_pass http://{QUERY_BACKEND_VARIABLE};")
-    if pools is not None:
-        out.line(f"proxy_set_header Host {QUERY_HOST_VARIABLE};")
-        out.line('proxy_set_header Connection "";')
     out.close()
 
 
 def _grpc_route(out: _Writer, route: GrpcRoute, pools: _Pools | None = None) -> None:
     out.open(f"location {_safe(route.location)}")
+    if pools is not None:
+        pools.set_host(out, _safe(route.upstream))
     # A receiver serving TLS gets grpcs:// (SNI: grpc_ssl_server_name, in the http block).
     scheme = "grpcs" if route.tls else "grpc"
     target = _safe(route.upstream) if pools is None else pools.grpc_target(route)
@@ -295,14 +300,11 @@ class _Pools:
     def http_headers(self, out: _Writer, url: HttpUrl) -> None:
         """What the block name would otherwise change: the Host header and the TLS SNI name.
 
-        A location's ``proxy_set_header`` replaces every inherited one, so the empty
-        ``Connection`` (what lets nginx keep the connection) is repeated here.
+        ``Host`` comes from :data:`HOST_VARIABLE` (:meth:`set_host`, used by the http-level
+        ``proxy_set_header``): a location's own ``proxy_set_header`` would replace every
+        inherited one.
         """
-        if not self._pooled(url.host):
-            return
-        out.line(f"proxy_set_header Host {_safe(url.host)}:{_safe(url.port)};")
-        out.line('proxy_set_header Connection "";')
-        if url.scheme == "https":
+        if url.scheme == "https" and self._pooled(url.host):
             out.line(f"proxy_ssl_name {_safe(url.host)};")
 
     def grpc_target(self, route: GrpcRoute) -> str:
@@ -312,12 +314,20 @@ class _Pools:
         return _Backend("grpcs" if route.tls else "grpc", upstream.host, upstream.port).name
 
     def grpc_headers(self, out: _Writer, route: GrpcRoute) -> None:
-        """As for HTTP: ``:authority`` (from ``Host``) and SNI name the receiver, not the block."""
-        if not self._pooled(route.upstream.host):
-            return
-        out.line(f"grpc_set_header Host {_safe(route.upstream)};")
-        if route.tls:
+        """As for HTTP: the authority (``Host``) and SNI name the receiver, not the block."""
+        if route.tls and self._pooled(route.upstream.host):
             out.line(f"grpc_ssl_name {_safe(route.upstream.host)};")
+
+    @staticmethod
+    def set_host(out: _Writer, value: str) -> None:
+        """Set the location's :data:`HOST_VARIABLE` (``host:port``, or the query map's)."""
+        out.line(f"set {HOST_VARIABLE} {value};")
+
+    @staticmethod
+    def http_settings(out: _Writer) -> None:
+        """At http level, so no location-level ``*_set_header`` replaces the inherited ones."""
+        out.line(f"proxy_set_header Host {HOST_VARIABLE};")
+        out.line(f"grpc_set_header Host {HOST_VARIABLE};")
 
     def query_host_map(self, out: _Writer, route: QueryRoute) -> None:
         """``$worker_query_host``: the Host header of the worker a query request goes to."""
@@ -398,6 +408,9 @@ def render_nginx_config(plan: TelemetryProxyPlan, settings: NginxSettings | None
     _main_context(out, settings)
     _http_settings(out, plan, settings)
     if pools is not None:
+        # nginx refuses an unknown variable: only when some location sets it.
+        if plan.http_routes or plan.grpc_routes or plan.query_route is not None:
+            pools.http_settings(out)
         pools.blocks(out, settings)
     if plan.query_route is not None:
         out.line()
