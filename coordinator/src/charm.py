@@ -38,6 +38,10 @@ Prometheus workers send traces only to a ``host:port`` (OTLP gRPC, or OTLP/HTTP 
 so the proxy's ``/proxy/workload-tracing/otlp_http`` URL is of no use to them: with this port the
 coordinator asks Tempo for ``otlp_grpc`` too and hands the workers ``<coordinator Service>:4317``.
 """
+NGINX_UPSTREAM_RESOLVE = True
+"""The ``nginx-image`` resource (charmcraft.yaml: ``nginx:1.28``, nginx's own image) runs nginx
+1.28, which pools connections to re-resolved backends (``server ... resolve``, since 1.27.3).
+Set ``False`` with an older nginx (the ``ubuntu/nginx:1.24`` rock), which refuses it."""
 
 QUERY_API = WorkerQueryApi(path_prefix="/query", datasource_type="prometheus")
 """``/query/<path>`` on the coordinator is ``/<path>`` on one worker's Prometheus (its metrics
@@ -68,6 +72,7 @@ class MeshCoordinatorCharm(ops.CharmBase):
                 http_port=HTTP_PORT, https_port=HTTP_PORT, grpc_port=GRPC_PORT
             ),
             worker_query_api=QUERY_API,
+            nginx_upstream_resolve=NGINX_UPSTREAM_RESOLVE,
             charm_mesh_policies=[
                 # Grafana queries the workers' Prometheus API through the coordinator's nginx:
                 # GET and POST (Grafana's default for queries) under /query/ (an Istio prefix

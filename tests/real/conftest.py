@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.binaries import require_binary
-from tests.support.nginx import Upstream, start_dns, start_upstream
+from tests.support.binaries import require_binary, require_nginx_with_upstream_resolve
+from tests.support.nginx import DnsServer, ProxyNginx, Upstream, start_dns, start_upstream
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -25,6 +25,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def nginx_bin() -> str:
     return require_binary("nginx")
+
+
+@pytest.fixture(scope="session")
+def nginx_resolve_bin() -> str:
+    """nginx >= 1.27.3 (``server ... resolve`` in an upstream): the forky root's."""
+    return require_nginx_with_upstream_resolve()
+
+
+@pytest.fixture(params=["nginx-1.22", "nginx-1.27.3+-pooled"])
+def proxy_nginx(request: pytest.FixtureRequest) -> ProxyNginx:
+    """Each rendering on the nginx it is for: 1.22 (``$upstream``), >= 1.27.3 (pooled)."""
+    if request.param == "nginx-1.22":
+        return ProxyNginx(request.getfixturevalue("nginx_bin"), pooled=False)
+    return ProxyNginx(request.getfixturevalue("nginx_resolve_bin"), pooled=True)
 
 
 @pytest.fixture
@@ -48,5 +62,14 @@ def fake_dns() -> Iterator[str]:
     """A DNS server on loopback (``127.0.0.1:<port>``): ``*.test`` -> 127.0.0.1, else NXDOMAIN."""
     server = start_dns()
     yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def dns() -> Iterator[DnsServer]:
+    """The same DNS server, whose answers a test changes (``dns.names["x.test"] = None``)."""
+    server = start_dns()
+    yield server
     server.shutdown()
     server.server_close()

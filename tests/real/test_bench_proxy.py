@@ -12,23 +12,29 @@ import sys
 
 from bench.common import ROOT, parse_sections
 
-from tests.support.binaries import require_binary
+from tests.support.binaries import require_binary, require_nginx_with_upstream_resolve
 
 
 def test_proxy_benchmark_quick_run():
     for binary in ("wrk", "prometheus"):
         require_binary(binary)
+    pooled_nginx = require_nginx_with_upstream_resolve()
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "bench" / "proxy.py"), "--quick"],
+        [sys.executable, str(ROOT / "tools" / "bench" / "proxy.py"), "--quick",
+         "--pooled-nginx", pooled_nginx],
         capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     (rows,) = parse_sections(result.stdout).values()
-    assert [(r["backend"], r["request"].split()[0]) for r in rows] == [
-        ("static", "GET"),
-        ("static", "POST"),
-        ("prometheus", "remote"),
-        ("prometheus", "remote"),
+    assert [(r["backend"], r["request"].split()[0], r["proxy"]) for r in rows] == [
+        (backend, request, proxy)
+        for backend, request in [
+            ("static", "GET"),
+            ("static", "POST"),
+            ("prometheus", "remote"),
+            ("prometheus", "remote"),
+        ]
+        for proxy in ("$upstream", "pooled")
     ]
     assert all(r["errors"] == "0" for r in rows), result.stdout
     assert all(float(r["proxied/direct"]) > 0 for r in rows)

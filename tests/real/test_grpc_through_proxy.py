@@ -1,5 +1,8 @@
 """gRPC tracing through the proxy's separate h2c listener (nginx 1.22: ``listen PORT http2``).
 
+Each test runs on both renderings (``proxy_nginx``): nginx 1.22 with ``$upstream``, and nginx
+>= 1.27.3 with pooled upstream blocks, where SNI must still name the receiver (``*_ssl_name``).
+
 The upstream is a minimal cleartext HTTP/2 gRPC responder built on ``h2``; the client is curl
 with prior-knowledge HTTP/2, which is what a gRPC client speaks to an ``otlp_grpc`` receiver.
 An OTLP/HTTP receiver serving only TLS checks the same for HTTP. The upstream is named
@@ -14,14 +17,16 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from coordinated_mesh.proxy.config import WorkerTelemetryProxyConfig
-from coordinated_mesh.proxy.nginx import render_nginx_config
+from coordinated_mesh.proxy.nginx import NginxSettings, render_nginx_config
 from coordinated_mesh.proxy.plan import (
     CoordinatorIdentity,
     TelemetryProxyInputs,
@@ -30,12 +35,35 @@ from coordinated_mesh.proxy.plan import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support.binaries import require_binary
-from tests.support.nginx import RunningNginx, free_port, nginx_settings, wait_for_port
+from tests.support.nginx import (
+    ProxyNginx,
+    RunningNginx,
+    free_port,
+    nginx_settings,
+    wait_for_port,
+)
 from tests.support.otlp import otlp_receiver
 
 h2_config: Any = pytest.importorskip("h2.config", reason="the h2 package is not installed")
 h2_connection: Any = pytest.importorskip("h2.connection")
 h2_events: Any = pytest.importorskip("h2.events")
+
+
+def settings(proxy_nginx: ProxyNginx, prefix: Path) -> NginxSettings:
+    return replace(nginx_settings(prefix), upstream_resolve=proxy_nginx.pooled)
+
+
+def authority(headers: dict[str, str]) -> str | None:
+    """The request's authority: ``:authority``, or ``host`` without it (RFC 9113, 8.3.1).
+
+    nginx sends ``:authority`` from ``grpc_pass``'s host; with ``grpc_set_header Host`` (the
+    pooled rendering: the host would be the block's name) it sends ``host`` instead.
+    """
+    if ":authority" in headers:
+        assert "host" not in headers
+        return headers[":authority"]
+    return headers.get("host")
+
 
 IDENTITY = CoordinatorIdentity("coordinator", "mymodel", "12345678-1234-4234-8234-123456789abc")
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -133,7 +161,7 @@ def _send_export(curl: str, grpc_port: int, message: bytes) -> subprocess.Comple
 
 
 def test_otlp_grpc_reaches_the_receiver(
-    nginx_bin: str,
+    proxy_nginx: ProxyNginx,
     tmp_path: Path,
     fake_dns: str,
     grpc_upstream: tuple[int, list[tuple[dict[str, str], bytes]]],
@@ -153,9 +181,12 @@ def test_otlp_grpc_reaches_the_receiver(
     assert plan.proxied_telemetry.workload_tracing_receivers == {
         "otlp_grpc": f"{IDENTITY.service_fqdn}:{grpc_port}"
     }
-    nginx = RunningNginx(nginx_bin, tmp_path, render_nginx_config(plan, nginx_settings(tmp_path)))
+    nginx = RunningNginx(
+        proxy_nginx.binary, tmp_path, render_nginx_config(plan, settings(proxy_nginx, tmp_path))
+    )
     try:
         wait_for_port(grpc_port)
+        time.sleep(proxy_nginx.settle_seconds)
         message = b"\x00\x00\x00\x00\x03abc"  # one length-prefixed gRPC message
         result = subprocess.run(
             [
@@ -170,6 +201,7 @@ def test_otlp_grpc_reaches_the_receiver(
         assert result.stdout.decode() == "200 2", (result.stderr, nginx.log())
         ((headers, body),) = seen
         assert headers[":path"] == EXPORT
+        assert authority(headers) == f"tempo.test:{upstream_port}"  # not the block's name
         assert headers["content-type"] == "application/grpc"
         assert body == message
         # Other gRPC services are not routed (no body: nginx answers before reading one).
@@ -185,7 +217,7 @@ def test_otlp_grpc_reaches_the_receiver(
 
 
 def test_otlp_grpc_to_a_tls_receiver_is_sent_over_tls(
-    nginx_bin: str, tmp_path: Path, fake_dns: str
+    proxy_nginx: ProxyNginx, tmp_path: Path, fake_dns: str
 ):
     """Tempo with TLS: ``otlp_http`` is ``https``, ``otlp_grpc`` still ``host:port``."""
     curl = require_binary("curl")
@@ -212,14 +244,18 @@ def test_otlp_grpc_to_a_tls_receiver_is_sent_over_tls(
         )
     )
     assert [route.tls for route in plan.grpc_routes] == [True]
-    nginx = RunningNginx(nginx_bin, tmp_path, render_nginx_config(plan, nginx_settings(tmp_path)))
+    nginx = RunningNginx(
+        proxy_nginx.binary, tmp_path, render_nginx_config(plan, settings(proxy_nginx, tmp_path))
+    )
     try:
         wait_for_port(grpc_port)
+        time.sleep(proxy_nginx.settle_seconds)
         message = b"\x00\x00\x00\x00\x03abc"
         result = _send_export(curl, grpc_port, message)
         assert result.stdout.decode() == "200 2", (result.stderr, nginx.log())
         ((headers, body),) = seen  # served by the TLS-only responder: it arrived over TLS
         assert headers[":path"] == EXPORT
+        assert authority(headers) == f"tempo.test:{upstream_port}"
         assert body == message
         assert server_names == ["tempo.test"]  # SNI names the receiver
     finally:
@@ -228,7 +264,7 @@ def test_otlp_grpc_to_a_tls_receiver_is_sent_over_tls(
 
 
 def test_otlp_http_to_a_tls_receiver_is_sent_over_tls(
-    nginx_bin: str, tmp_path: Path, fake_dns: str
+    proxy_nginx: ProxyNginx, tmp_path: Path, fake_dns: str
 ):
     cert, key = _certificate(tmp_path, "tempo.test")
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -249,10 +285,11 @@ def test_otlp_http_to_a_tls_receiver_is_sent_over_tls(
             )
         )
         nginx = RunningNginx(
-            nginx_bin, tmp_path, render_nginx_config(plan, nginx_settings(tmp_path))
+            proxy_nginx.binary, tmp_path, render_nginx_config(plan, settings(proxy_nginx, tmp_path))
         )
         try:
             wait_for_port(http_port)
+            time.sleep(proxy_nginx.settle_seconds)
             request = ExportTraceServiceRequest()
             span = request.resource_spans.add().scope_spans.add().spans.add()
             span.name, span.trace_id, span.span_id = "export", b"\x01" * 16, b"\x02" * 8

@@ -190,3 +190,48 @@ def test_harness_detects_an_invalid_config(nginx_bin: str, tmp_path: Path):
     result = nginx_test(nginx_bin, broken, tmp_path)
     assert result.returncode != 0
     assert "nonexistent_var" in result.stderr
+
+
+# --- pooled upstreams, on nginx >= 1.27.3 (the Debian forky root of tools/nginx-forky.sh) ------
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_table_cases_pass_pooled_nginx_t(nginx_resolve_bin: str, tmp_path: Path, case: str):
+    plan = build_telemetry_proxy(CASES[case])
+    config = _check(nginx_resolve_bin, plan, tmp_path, upstream_resolve=True)
+    if not plan.resolvers:  # `resolve` without a resolver would fail nginx -t
+        assert " resolve;" not in config
+
+
+@given(st.lists(proxy_inputs, min_size=BATCH, max_size=BATCH))
+def test_generated_configs_pass_pooled_nginx_t(
+    nginx_resolve_bin: str, batch: list[TelemetryProxyInputs]
+):
+    with TemporaryDirectory() as tmp:
+        for inputs in batch:
+            _check(
+                nginx_resolve_bin, build_telemetry_proxy(inputs), Path(tmp), upstream_resolve=True
+            )
+
+
+@pytest.mark.parametrize("count", [1, 3, 100])
+def test_pooled_query_split_with_long_names_passes_nginx_t(
+    nginx_resolve_bin: str, tmp_path: Path, count: int
+):
+    """Block names as long as DNS allows are keys of the Host map: its buckets must fit them."""
+    label = "w" * 63
+
+    def long_name(i: int) -> str:  # 200+ characters
+        return f"w{i}-{label[:56]}.{label}.{label}.mymodel.svc.cluster.local"
+
+    inputs = TelemetryProxyInputs(
+        identity=IDENTITY,
+        config=WorkerTelemetryProxyConfig(8080, 8080),
+        workers=[_worker(f"worker/{i}", long_name(i)) for i in range(count)],
+        worker_query_api=WorkerQueryApi(),
+        resolvers=["10.152.183.10"],
+    )
+    plan = build_telemetry_proxy(inputs)
+    assert plan.query_route is not None and len(plan.query_route.backends) == count
+    config = _check(nginx_resolve_bin, plan, tmp_path, upstream_resolve=True)
+    assert config.count(" resolve;") == count

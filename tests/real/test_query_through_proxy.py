@@ -2,15 +2,18 @@
 
 The workers are recording HTTP servers on loopback standing in for their Prometheus (see
 ``test_prometheus_through_proxy.py`` for real ones). One is addressed by IP, the other by a name
-under ``.test`` that the tiny DNS server resolves only when a request needs it.
+under ``.test`` that the tiny DNS server resolves only when a request needs it. Each test runs
+on both renderings (``proxy_nginx``: nginx 1.22 ``$upstream``, nginx >= 1.27.3 pooled).
 """
 
 from __future__ import annotations
 
 import collections
 import http.client
+import time
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,14 @@ from coordinated_mesh.proxy.plan import (
 )
 from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
 
-from tests.support.nginx import RunningNginx, Upstream, free_port, nginx_settings, wait_for_port
+from tests.support.nginx import (
+    ProxyNginx,
+    RunningNginx,
+    Upstream,
+    free_port,
+    nginx_settings,
+    wait_for_port,
+)
 
 IDENTITY = CoordinatorIdentity("coordinator", "mymodel", "12345678-1234-4234-8234-123456789abc")
 REQUESTS = 60
@@ -52,7 +62,7 @@ def _worker(unit: str, address: str, port: int) -> WorkerUnitData:
 
 
 def _start(
-    nginx_bin: str, tmp_path: Path, workers: list[WorkerUnitData], resolvers: list[str]
+    proxy_nginx: ProxyNginx, tmp_path: Path, workers: list[WorkerUnitData], resolvers: list[str]
 ) -> tuple[RunningNginx, TelemetryProxyPlan, int]:
     port = free_port()
     plan = build_telemetry_proxy(
@@ -66,22 +76,24 @@ def _start(
         )
     )
     assert plan.problems == ()
-    nginx = RunningNginx(
-        nginx_bin, tmp_path, render_nginx_config(plan, nginx_settings(tmp_path, access_log=True))
+    settings = replace(
+        nginx_settings(tmp_path, access_log=True), upstream_resolve=proxy_nginx.pooled
     )
+    nginx = RunningNginx(proxy_nginx.binary, tmp_path, render_nginx_config(plan, settings))
     wait_for_port(port)
+    time.sleep(proxy_nginx.settle_seconds)
     return nginx, plan, port
 
 
 @pytest.fixture
 def proxy(
-    nginx_bin: str, tmp_path: Path, upstreams: dict[str, Upstream], fake_dns: str
+    proxy_nginx: ProxyNginx, tmp_path: Path, upstreams: dict[str, Upstream], fake_dns: str
 ) -> Iterator[tuple[RunningNginx, int]]:
     workers = [
         _worker("worker/0", "127.0.0.1", upstreams["w0"].port),
         _worker("worker/1", "worker-1.test", upstreams["w1"].port),
     ]
-    nginx, plan, port = _start(nginx_bin, tmp_path, workers, [fake_dns])
+    nginx, plan, port = _start(proxy_nginx, tmp_path, workers, [fake_dns])
     assert plan.query_route is not None and len(plan.query_route.backends) == 2
     try:
         yield nginx, port
@@ -117,6 +129,9 @@ def test_queries_reach_a_worker_with_the_prefix_stripped(
         assert (seen.method, seen.path, seen.body) == (method, upstream_path, body or b"")
         assert seen.version == "HTTP/1.1"
         assert "Connection" not in seen.headers
+        # The worker's own address as Host (pooled: not the upstream block's name).
+        address = "127.0.0.1" if name == "w0" else "worker-1.test"
+        assert seen.headers["Host"] == f"{address}:{upstreams[name].port}"
     assert nginx.alive()
 
 
@@ -145,14 +160,14 @@ def test_only_the_query_prefix_is_routed(
 
 
 def test_names_are_resolved_per_request_not_at_start(
-    nginx_bin: str, tmp_path: Path, upstreams: dict[str, Upstream], fake_dns: str
+    proxy_nginx: ProxyNginx, tmp_path: Path, upstreams: dict[str, Upstream], fake_dns: str
 ):
     """A worker name that does not resolve neither stops nginx nor breaks the other worker."""
     workers = [
         _worker("worker/0", "127.0.0.1", upstreams["w0"].port),
         _worker("worker/1", "worker-1.nowhere.invalid", 9090),
     ]
-    nginx, _, port = _start(nginx_bin, tmp_path, workers, [fake_dns])
+    nginx, _, port = _start(proxy_nginx, tmp_path, workers, [fake_dns])
     try:
         statuses = collections.Counter(
             request(port, "GET", f"/query/api/v1/query?query=up&n={i}")[0] for i in range(REQUESTS)

@@ -8,7 +8,10 @@ skipping what it was meant to check.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +24,35 @@ def require_binary(name: str) -> str:
     if path:
         return path
     reason = f"{name} is not installed (Debian package: apt-get install {name})"
+    if os.environ.get("REAL_BINARIES_REQUIRED") == "1":
+        pytest.fail(f"{reason}; REAL_BINARIES_REQUIRED=1 forbids skipping", pytrace=False)
+    pytest.skip(reason)
+
+
+NGINX_RESOLVE_SINCE = (1, 27, 3)
+"""nginx with ``server host:port resolve`` in an ``upstream`` (open source, 1.27.3)."""
+
+
+def require_nginx_with_upstream_resolve() -> str:
+    """A runnable nginx >= 1.27.3: the Debian forky root ``tools/nginx-forky.sh`` builds.
+
+    Looked for in ``$NGINX_FORKY_ROOT`` or ``~/.cache/nginx-forky/root`` (its ``run-nginx``);
+    skips (fails under ``REAL_BINARIES_REQUIRED=1``) when missing or older.
+    """
+    root = Path(os.environ.get("NGINX_FORKY_ROOT") or Path.home() / ".cache/nginx-forky/root")
+    program = root / "run-nginx"
+    version: tuple[int, ...] = ()
+    if program.is_file():
+        done = subprocess.run(
+            [program, "-v"], capture_output=True, text=True, timeout=30, check=False
+        )
+        if found := re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", done.stderr):
+            version = tuple(int(part) for part in found.groups())
+    if version >= NGINX_RESOLVE_SINCE:
+        return str(program)
+    reason = (
+        f"no nginx >= 1.27.3 at {program} (found {version or 'none'}): run tools/nginx-forky.sh"
+    )
     if os.environ.get("REAL_BINARIES_REQUIRED") == "1":
         pytest.fail(f"{reason}; REAL_BINARIES_REQUIRED=1 forbids skipping", pytrace=False)
     pytest.skip(reason)

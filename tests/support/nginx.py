@@ -97,6 +97,20 @@ class RunningNginx:
         self._log.close()
 
 
+@dataclass(frozen=True)
+class ProxyNginx:
+    """An nginx and the rendering it needs: ``pooled`` is ``NginxSettings.upstream_resolve``."""
+
+    binary: str
+    pooled: bool
+
+    @property
+    def settle_seconds(self) -> float:
+        """How long to wait after start before a request: a pooled name is resolved
+        asynchronously just after nginx starts (milliseconds); a request before gets 502."""
+        return 0.5 if self.pooled else 0.0
+
+
 # --- upstreams ------------------------------------------------------------------------------
 
 
@@ -111,6 +125,22 @@ class Seen:
     body: bytes
 
 
+class _CountingServer(ThreadingHTTPServer):
+    """Counts the TCP connections it accepts (one handler serves every request of one).
+
+    ``TCP_NODELAY`` as real servers set it (Go's net/http does by default): the handler writes
+    headers and body separately, and on a reused connection Nagle's algorithm would hold the
+    body for the proxy's delayed ACK (40 ms a request).
+    """
+
+    accepted = 0
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        self.accepted += 1
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().process_request(request, client_address)  # type: ignore[arg-type]
+
+
 @dataclass
 class Upstream:
     """A small HTTP server on loopback that records requests and names itself in replies."""
@@ -122,6 +152,11 @@ class Upstream:
     @property
     def port(self) -> int:
         return self.server.server_address[1]
+
+    @property
+    def connections(self) -> int:
+        """How many TCP connections this upstream has accepted."""
+        return self.server.accepted if isinstance(self.server, _CountingServer) else 0
 
 
 def _handler(name: str, seen: list[Seen]) -> type[BaseHTTPRequestHandler]:
@@ -149,19 +184,24 @@ def _handler(name: str, seen: list[Seen]) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def start_upstream(name: str) -> Upstream:
-    """Start a recording HTTP upstream on a free loopback port (stop with ``server.shutdown()``)."""
+def start_upstream(name: str, address: tuple[str, int] = ("127.0.0.1", 0)) -> Upstream:
+    """Start a recording HTTP upstream on a free loopback port (stop with ``server.shutdown()``).
+
+    ``address`` may name another loopback address and a given port (a backend that "moved").
+    """
     seen: list[Seen] = []
-    upstream = Upstream(name, ThreadingHTTPServer(("127.0.0.1", 0), _handler(name, seen)), seen)
+    upstream = Upstream(name, _CountingServer(address, _handler(name, seen)), seen)
     upstream.server.daemon_threads = True
     threading.Thread(target=upstream.server.serve_forever, args=(0.05,), daemon=True).start()
     return upstream
 
 
 # --- a tiny DNS server: every name under .test is 127.0.0.1, everything else NXDOMAIN --------
+# A test may change a name's answer while it runs (``DnsServer.names``): another address, or
+# ``None`` for NXDOMAIN (a backend whose Service or pod is gone).
 
 
-def _dns_answer(query: bytes) -> bytes:
+def _dns_answer(query: bytes, names: dict[str, str | None]) -> bytes:
     (ident, _flags, qdcount) = struct.unpack("!HHH", query[:6])
     offset, labels = 12, []
     while query[offset]:
@@ -171,25 +211,35 @@ def _dns_answer(query: bytes) -> bytes:
     qtype = struct.unpack("!H", query[offset + 1 : offset + 3])[0]
     question = query[12 : offset + 5]
     name = ".".join(labels).lower()
-    known = name.endswith(".test") and qdcount == 1
+    address = names.get(name, "127.0.0.1" if name.endswith(".test") else None)
+    known = address is not None and qdcount == 1
     answers = b""
-    if known and qtype == 1:  # A
-        answers = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 5, 4) + socket.inet_aton("127.0.0.1")
+    if known and address is not None and qtype == 1:  # A
+        answers = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 5, 4) + socket.inet_aton(address)
     rcode = 0 if known else 3
     header = struct.pack("!HHHHHH", ident, 0x8180 | rcode, 1, 1 if answers else 0, 0, 0)
     return header + question + answers
 
 
+class DnsServer(socketserver.ThreadingUDPServer):
+    """The DNS server; ``names`` overrides answers (an address, or ``None``: NXDOMAIN)."""
+
+    names: dict[str, str | None]
+
+
 class _DnsHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         data, sock = self.request
+        server = self.server
+        names = server.names if isinstance(server, DnsServer) else {}
         with contextlib.suppress(IndexError, struct.error):
-            sock.sendto(_dns_answer(data), self.client_address)
+            sock.sendto(_dns_answer(data, dict(names)), self.client_address)
 
 
-def start_dns() -> socketserver.ThreadingUDPServer:
+def start_dns() -> DnsServer:
     """Start the DNS server on a free loopback port (stop with ``shutdown()``)."""
-    server = socketserver.ThreadingUDPServer(("127.0.0.1", 0), _DnsHandler)
+    server = DnsServer(("127.0.0.1", 0), _DnsHandler)
+    server.names = {}
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return server

@@ -78,8 +78,10 @@ def test_leader_publishes_the_datasource_and_nginx_serves_it(ctx: Ctx, kube: Fak
     assert json.loads(app["grafana_source_data"]) == SOURCE_DATA
     assert unit["grafana_source_host"] == URL  # the Service, a plain string
     assert "location /query/ {" in config
-    assert '50.00% "w1-0.w1-endpoints.mymodel.svc.cluster.local:9090";' in config
-    assert '* "w1-1.w1-endpoints.mymodel.svc.cluster.local:9090";' in config
+    # Each share names the worker's pooled upstream block (the image's nginx is 1.28).
+    assert '50.00% "http_w1-0.w1-endpoints.mymodel.svc.cluster.local_9090";' in config
+    assert '* "http_w1-1.w1-endpoints.mymodel.svc.cluster.local_9090";' in config
+    assert "server w1-1.w1-endpoints.mymodel.svc.cluster.local:9090 resolve;" in config
     assert out.unit_status == testing.ActiveStatus("1 worker app (2 units), mesh: none")
 
 
@@ -148,7 +150,7 @@ def test_workers_leaving_withdraw_the_datasource_and_coming_back_restore_it(
     )
     out, config = run(ctx, ctx.on.relation_changed(again, remote_unit=0), st)
     assert grafana(out)[1]["grafana_source_host"] == URL
-    assert '* "w2-0.w2-endpoints.mymodel.svc.cluster.local:9090";' in config
+    assert '* "http_w2-0.w2-endpoints.mymodel.svc.cluster.local_9090";' in config
     assert "w1-" not in config
 
 

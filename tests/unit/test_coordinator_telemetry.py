@@ -77,7 +77,10 @@ def test_logging(ctx: Ctx):
         "loki/1": f"{PROXY}/proxy/loki/loki-1/push",
     }
     assert "location = /proxy/loki/loki-1/push" in config
-    assert "loki-1.loki-endpoints.cos.svc.cluster.local:3100/loki/api/v1/push" in config
+    # The reference charm's nginx 1.28 pools connections to a re-resolved name.
+    block = "http_loki-1.loki-endpoints.cos.svc.cluster.local_3100"
+    assert f"set $upstream http://{block}/loki/api/v1/push;" in config
+    assert "server loki-1.loki-endpoints.cos.svc.cluster.local:3100 resolve;" in config
     metadata = json.loads(relation(out, "logging").local_app_data["metadata"])
     assert metadata == {
         "model": MODEL.name,
@@ -94,7 +97,9 @@ def test_remote_write(ctx: Ctx):
     assert cluster_data(out)["remote_write_endpoints"] == [
         {"url": f"{PROXY}/proxy/remote-write/prometheus-0/write"}
     ]
-    assert "prometheus-0.prometheus-endpoints.cos.svc.cluster.local:9090/api/v1/write" in config
+    block = "http_prometheus-0.prometheus-endpoints.cos.svc.cluster.local_9090"
+    assert f"set $upstream http://{block}/api/v1/write;" in config
+    assert "server prometheus-0.prometheus-endpoints.cos.svc.cluster.local:9090 resolve;" in config
 
 
 @pytest.mark.usefixtures("kube")
@@ -123,7 +128,8 @@ def test_tracing_requests_and_proxies_http_and_grpc_receivers(ctx: Ctx):
     assert requested == ["otlp_grpc", "otlp_http"]
     assert "location /proxy/charm-tracing/otlp_http/" in config
     assert "location /opentelemetry.proto.collector.trace.v1.TraceService/" in config
-    assert "grpc://tempo.cos.svc.cluster.local:4317" in config
+    assert "set $grpc_upstream grpc://grpc_tempo.cos.svc.cluster.local_4317;" in config
+    assert "server tempo.cos.svc.cluster.local:4317 resolve;" in config
 
 
 @pytest.mark.usefixtures("kube")

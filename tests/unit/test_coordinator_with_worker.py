@@ -113,8 +113,9 @@ def test_worker_data_feeds_the_coordinator_and_back(
         "insecure": True,
         "sampling_fraction": 1.0,
     }
-    assert "listen 4317 http2;" in config
-    assert "grpc://tempo.cos.svc.cluster.local:4317" in config
+    assert "listen 4317;" in config and "http2 on;" in config
+    assert "set $grpc_upstream grpc://grpc_tempo.cos.svc.cluster.local_4317;" in config
+    assert "server tempo.cos.svc.cluster.local:4317 resolve;" in config
     assert 4317 in {port.port for port in coord.opened_ports}
     # On the mesh, the worker may reach the coordinator's Service (and every cluster pod) on any
     # port: the gRPC port needs no policy of its own.

@@ -3,7 +3,10 @@
 
 Prints one Markdown table (figures, not pass/fail): requests/s, p50 and p99 latency, direct and
 through the proxy (the library's nginx configuration, rendered from a plan with one remote-write
-backend, route ``/proxy/remote-write/prometheus-0/write``), and the ratio proxied/direct, for:
+backend named ``backend.test``, resolved by nginx through a DNS server on loopback, route
+``/proxy/remote-write/prometheus-0/write``), and the ratio proxied/direct, for both renderings:
+``$upstream`` (Debian's nginx 1.22, no pool) and ``pooled`` (``NginxSettings.upstream_resolve``,
+the nginx >= 1.27.3 of ``tools/nginx-forky.sh``: ``server ... resolve`` and ``keepalive``), for:
 
 ``static``
     a second nginx answering every request itself (``return 204``): the worst case, where the
@@ -18,7 +21,7 @@ connections on one ``wrk`` thread; nginx runs one worker process per instance (2
 
 Usage (from the repository root)::
 
-    .tox/unit/bin/python tools/bench/proxy.py              # about 1 minute
+    .tox/unit/bin/python tools/bench/proxy.py              # about 2 minutes
     .tox/unit/bin/python tools/bench/proxy.py --quick      # 1 s runs (smoke)
 """
 
@@ -35,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Generator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -141,34 +144,28 @@ def running_nginx(nginx: str, prefix: Path, config: str, port: int) -> Generator
 
 
 @contextmanager
-def proxy_to(nginx: str, prefix: Path, backend_port: int) -> Generator[int]:
-    """The library's proxy in front of ``127.0.0.1:<backend_port>``; yields its port.
-
-    The backend is named ``backend.test``, which a DNS server on loopback resolves to
-    127.0.0.1: the upstream policy refuses a loopback address as a backend.
-    """
+def proxy_to(
+    nginx: str, prefix: Path, backend_port: int, *, resolver: str, pooled: bool
+) -> Generator[int]:
+    """The library's proxy in front of ``backend.test:<backend_port>``; yields its port."""
     port = free_port()
-    dns = start_dns()
-    try:
-        plan = build_telemetry_proxy(
-            TelemetryProxyInputs(
-                identity=CoordinatorIdentity(
-                    "coordinator", "bench", "00000000-0000-4000-8000-0000000000b0"
-                ),
-                config=WorkerTelemetryProxyConfig(http_port=port, https_port=port),
-                backend_remote_write_urls={
-                    "prometheus/0": f"http://backend.test:{backend_port}{WRITE_PATH}"
-                },
-                resolvers=[f"127.0.0.1:{dns.server_address[1]}"],
-                status_port=free_port(),
-            )
+    plan = build_telemetry_proxy(
+        TelemetryProxyInputs(
+            identity=CoordinatorIdentity(
+                "coordinator", "bench", "00000000-0000-4000-8000-0000000000b0"
+            ),
+            config=WorkerTelemetryProxyConfig(http_port=port, https_port=port),
+            backend_remote_write_urls={
+                "prometheus/0": f"http://backend.test:{backend_port}{WRITE_PATH}"
+            },
+            resolvers=[resolver],
+            status_port=free_port(),
         )
-        assert not plan.problems, plan.problems
-        with running_nginx(nginx, prefix, render_nginx_config(plan, nginx_settings(prefix)), port):
-            yield port
-    finally:
-        dns.shutdown()
-        dns.server_close()
+    )
+    assert not plan.problems, plan.problems
+    settings = replace(nginx_settings(prefix), upstream_resolve=pooled)
+    with running_nginx(nginx, prefix, render_nginx_config(plan, settings), port):
+        yield port
 
 
 @contextmanager
@@ -245,22 +242,42 @@ def run_wrk(
     return Figures(rps, _latency(out, "50"), _latency(out, "99"), errors)
 
 
+DEFAULT_POOLED_NGINX = Path.home() / ".cache/nginx-forky/root/run-nginx"
+RENDERINGS = ("$upstream", "pooled")
+"""The two renderings compared: ``proxy_pass $upstream`` (nginx 1.22) and pooled upstreams."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="1 s runs, 4 connections (smoke)")
+    parser.add_argument(
+        "--pooled-nginx",
+        default=str(DEFAULT_POOLED_NGINX),
+        help="nginx >= 1.27.3 for the pooled rendering (default: tools/nginx-forky.sh's)",
+    )
     args = parser.parse_args(argv)
     duration, connections = (1, 4) if args.quick else (args.duration, args.connections)
     tools = {
         name: shutil.which(name) or f"/usr/sbin/{name}" for name in ("wrk", "nginx", "prometheus")
     }
+    tools["pooled nginx"] = args.pooled_nginx
     missing = [name for name, path in tools.items() if not Path(path).exists()]
     if missing:
-        print(f"missing: {', '.join(missing)} (Debian packages of those names)", file=sys.stderr)
+        print(
+            f"missing: {', '.join(missing)} (Debian packages of those names; the pooled nginx: "
+            "tools/nginx-forky.sh)",
+            file=sys.stderr,
+        )
         return 2
+    proxy_nginx = {"$upstream": tools["nginx"], "pooled": tools["pooled nginx"]}
     rows: list[list[object]] = []
+    dns = start_dns()
+    resolver = f"127.0.0.1:{dns.server_address[1]}"
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as tmp, ExitStack() as stack:
+        stack.callback(dns.server_close)
+        stack.callback(dns.shutdown)
         root = Path(tmp)
         small, large = root / "small.bin", root / "large.bin"
         small.write_bytes(write_request(1))
@@ -274,64 +291,58 @@ def main(argv: list[str] | None = None) -> int:
                 static_port,
             )
         )
-        static_proxy = stack.enter_context(
-            proxy_to(tools["nginx"], root / "proxy-static", static_port)
-        )
         receiver = stack.enter_context(
             prometheus_receiver(tools["prometheus"], root / "prometheus")
         )
-        receiver_proxy = stack.enter_context(
-            proxy_to(tools["nginx"], root / "proxy-prometheus", receiver)
-        )
+        proxies: dict[tuple[int, str], int] = {}
+        for name, backend_port in (("static", static_port), ("prometheus", receiver)):
+            for rendering in RENDERINGS:
+                prefix = root / f"proxy-{name}-{'pooled' if rendering == 'pooled' else 'vars'}"
+                proxies[backend_port, rendering] = stack.enter_context(
+                    proxy_to(
+                        proxy_nginx[rendering],
+                        prefix,
+                        backend_port,
+                        resolver=resolver,
+                        pooled=rendering == "pooled",
+                    )
+                )
         cases = [
-            ("static", "GET (small)", static_port, static_proxy, None),
-            (
-                "static",
-                f"POST {large.stat().st_size // 1024} KiB",
-                static_port,
-                static_proxy,
-                large,
-            ),
-            (
-                "prometheus",
-                f"remote write {small.stat().st_size} B",
-                receiver,
-                receiver_proxy,
-                small,
-            ),
-            (
-                "prometheus",
-                f"remote write {large.stat().st_size // 1024} KiB",
-                receiver,
-                receiver_proxy,
-                large,
-            ),
+            ("static", "GET (small)", static_port, None),
+            ("static", f"POST {large.stat().st_size // 1024} KiB", static_port, large),
+            ("prometheus", f"remote write {small.stat().st_size} B", receiver, small),
+            ("prometheus", f"remote write {large.stat().st_size // 1024} KiB", receiver, large),
         ]
-        for backend, request, direct_port, proxy_port, body in cases:
+        for backend, request, direct_port, body in cases:
             direct = run_wrk(tools["wrk"], f"http://127.0.0.1:{direct_port}{WRITE_PATH}", body=body,
                              duration=duration, connections=connections, prefix=root)  # fmt: skip
-            proxied = run_wrk(tools["wrk"], f"http://127.0.0.1:{proxy_port}{ROUTE}", body=body,
-                              duration=duration, connections=connections, prefix=root)  # fmt: skip
-            rows.append(
-                [
-                    backend,
-                    request,
-                    f"{direct.rps:.0f}",
-                    f"{direct.p50_ms:.2f}",
-                    f"{direct.p99_ms:.2f}",
-                    f"{proxied.rps:.0f}",
-                    f"{proxied.p50_ms:.2f}",
-                    f"{proxied.p99_ms:.2f}",
-                    f"{proxied.rps / direct.rps:.2f}",
-                    direct.errors + proxied.errors,
-                ]
-            )
+            for rendering in RENDERINGS:
+                proxy_port = proxies[direct_port, rendering]
+                proxied = run_wrk(tools["wrk"], f"http://127.0.0.1:{proxy_port}{ROUTE}", body=body,
+                                  duration=duration, connections=connections, prefix=root)  # fmt: skip
+                rows.append(
+                    [
+                        backend,
+                        request,
+                        rendering,
+                        f"{direct.rps:.0f}",
+                        f"{direct.p50_ms:.2f}",
+                        f"{direct.p99_ms:.2f}",
+                        f"{proxied.rps:.0f}",
+                        f"{proxied.p50_ms:.2f}",
+                        f"{proxied.p99_ms:.2f}",
+                        f"{proxied.rps / direct.rps:.2f}",
+                        direct.errors + proxied.errors,
+                    ]
+                )
     print("## Proxy throughput\n")
-    print(f"nginx {_nginx_version(tools['nginx'])}, {connections} connections, {duration} s per run, "
+    versions = {r: _nginx_version(proxy_nginx[r]) for r in RENDERINGS}
+    print(f"proxy: nginx {versions['$upstream']} ($upstream), nginx {versions['pooled']} (pooled); "
+          f"{connections} connections, {duration} s per run, "
           f"{os.cpu_count()} CPUs shared by wrk, nginx and the backend")  # fmt: skip
     print()
     headers = [
-        "backend", "request", "direct req/s", "direct p50 ms", "direct p99 ms",
+        "backend", "request", "proxy", "direct req/s", "direct p50 ms", "direct p99 ms",
         "proxied req/s", "proxied p50 ms", "proxied p99 ms", "proxied/direct", "errors",
     ]  # fmt: skip
     print(markdown_table(headers, rows))

@@ -38,6 +38,7 @@ from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
 from coordinated_mesh.mesh.policies import AppPolicy, UnitPolicy
 from coordinated_mesh.parse import parse_cluster_domain, shorten
 from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
+from coordinated_mesh.proxy.nginx import NginxSettings
 from coordinated_mesh.relations.endpoints import CoordinatorEndpoints
 
 __all__ = ["Coordinator"]
@@ -87,6 +88,11 @@ class Coordinator(Reconciler[KubernetesBackend]):
         resolv_conf: where to read the DNS resolvers nginx uses (default ``/etc/resolv.conf``).
         cluster_domain: the Kubernetes cluster's DNS domain, in the Service and unit names
             handed to workers and scrapers.
+        nginx_upstream_resolve: the ``nginx_container`` image's nginx is 1.27.3 or newer
+            (``server host:port resolve`` in an ``upstream``): connections to every backend are
+            pooled and kept alive, names still resolved at run time. Leave ``False`` for an
+            older nginx (1.22, 1.24), which would refuse that configuration; then every
+            proxied request opens a new connection. See ``docs/explanation/telemetry-proxy.md``.
 
     Raises:
         ValueError: the charm does not declare one of the endpoints, containers or the action
@@ -122,6 +128,7 @@ class Coordinator(Reconciler[KubernetesBackend]):
         kubernetes_backend_factory: Callable[..., KubernetesBackend] | None = None,
         resolv_conf: str | None = None,
         cluster_domain: str = "cluster.local",
+        nginx_upstream_resolve: bool = False,
     ):
         endpoints = CoordinatorEndpoints(
             cluster=cluster_endpoint,
@@ -168,7 +175,9 @@ class Coordinator(Reconciler[KubernetesBackend]):
 
         super().__init__(charm, "coordinator", kubernetes_backend_factory or default_backend)
         self._spec = CoordinatorSpec(
-            proxy_config=worker_telemetry_proxy_config, query_api=worker_query_api
+            proxy_config=worker_telemetry_proxy_config,
+            query_api=worker_query_api,
+            nginx_settings=NginxSettings(upstream_resolve=nginx_upstream_resolve),
         )
         self._endpoints = endpoints
         self._worker_config = worker_config

@@ -10,14 +10,14 @@ nothing is rewritten or reloaded when nothing changed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from coordinated_mesh.coordinator.snapshot import Snapshot
 from coordinated_mesh.mesh.cluster_policies import build_cluster_policies, held_labels, pod_labels
 from coordinated_mesh.mesh.policies import AppPolicy, Endpoint, MeshPolicy, Method, UnitPolicy
 from coordinated_mesh.parse import Problem
 from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
-from coordinated_mesh.proxy.nginx import render_nginx_config
+from coordinated_mesh.proxy.nginx import NginxSettings, render_nginx_config
 from coordinated_mesh.proxy.pebble import EXPORTER_PORT
 from coordinated_mesh.proxy.plan import (
     TelemetryProxyInputs,
@@ -44,6 +44,8 @@ class CoordinatorSpec:
 
     proxy_config: WorkerTelemetryProxyConfig
     query_api: WorkerQueryApi | None = None
+    nginx_settings: NginxSettings = field(default_factory=NginxSettings)
+    """How nginx is rendered; ``upstream_resolve`` follows the image's nginx version."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ def decide(spec: CoordinatorSpec, snapshot: Snapshot) -> Decision:
     )
     return Decision(
         proxy=proxy,
-        nginx_config=render_nginx_config(proxy),
+        nginx_config=render_nginx_config(proxy, spec.nginx_settings),
         ports=tuple(sorted(spec.proxy_config.ports | {EXPORTER_PORT})),
         labels=labels,
         cluster_policies=tuple(

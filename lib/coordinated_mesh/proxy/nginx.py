@@ -4,9 +4,10 @@
 a complete ``nginx.conf`` for nginx 1.22 and newer under Pebble: request-time DNS (``resolver`` and
 ``proxy_pass $upstream``, so a backend that does not resolve never stops nginx), HTTP/1.1 upstreams,
 one HTTP server, an optional h2c gRPC server, a loopback ``stub_status``; raw paths that could
-route differently in Istio and nginx, and requests that looped back, are refused. Every value is checked
-against a conservative character set before it is written. Why each choice:
-``docs/explanation/telemetry-proxy.md``.
+route differently in Istio and nginx, and requests that looped back, are refused. With
+``NginxSettings.upstream_resolve`` (nginx >= 1.27.3), ``$upstream`` names a pooled ``upstream``
+block (``server ... resolve``, ``keepalive``) per backend. Every value is checked against a
+conservative character set before it is written. Why: ``docs/explanation/telemetry-proxy.md``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from coordinated_mesh.parse import HttpUrl
 from coordinated_mesh.proxy.plan import GrpcRoute, HttpRoute, QueryRoute, TelemetryProxyPlan
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "HOP_HEADER",
     "UNSAFE_REQUEST_PATH",
+    "UPSTREAM_RESOLVE_SINCE",
     "NginxSettings",
     "nginx_command",
     "render_nginx_config",
@@ -27,6 +30,8 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = "/etc/nginx/nginx.conf"
 """Where the coordinator writes the rendered configuration in the nginx container."""
+UPSTREAM_RESOLVE_SINCE = (1, 27, 3)
+"""The first nginx (open source) with ``server host:port resolve`` in an ``upstream`` block."""
 
 # What may appear in a rendered value: no whitespace, quotes, ';', '{', '}', '$', '#', '\\'.
 _SAFE_VALUE_RE = re.compile(r"[A-Za-z0-9._~:/\[\]-]+")
@@ -54,6 +59,10 @@ without this, a client the mesh allows only ``/query/*`` reaches any route, as
 
 QUERY_BACKEND_VARIABLE = "$worker_query_backend"
 """The variable ``split_clients`` sets to the worker (``host:port``) serving a query request."""
+QUERY_HOST_VARIABLE = "$worker_query_host"
+"""With pooled upstreams, the ``Host`` header for the worker serving a query request."""
+HOST_VARIABLE = "$upstream_host"
+"""With pooled upstreams, each location's backend ``host:port``: the ``Host`` it sends."""
 QUERY_READ_TIMEOUT_SECONDS = 150
 """How long a query may take: beyond Prometheus' default ``--query.timeout`` (2m), so the
 worker's own timeout error reaches the client rather than a 504 from the proxy."""
@@ -84,6 +93,15 @@ class NginxSettings:
         access_log: access log path, or ``None`` to turn access logging off.
         client_max_body_size: the largest accepted request body (log pushes, remote write).
         resolver_valid_seconds: how long resolved upstream addresses are cached.
+        upstream_resolve: the nginx that runs this configuration has ``server host:port
+            resolve`` in an ``upstream`` with a ``zone`` (nginx >= 1.27.3, see
+            :data:`UPSTREAM_RESOLVE_SINCE`). Then every backend gets a pooled ``upstream`` block
+            (``keepalive``) that nginx still re-resolves at run time; otherwise (nginx 1.22)
+            requests use ``proxy_pass $upstream`` and open a new connection each.
+        upstream_keepalive: idle connections each worker process keeps per backend (only with
+            ``upstream_resolve``).
+        upstream_keepalive_seconds: how long an idle pooled connection is kept; shorter than the
+            backends' own idle timeouts, so nginx never reuses one the backend is closing.
 
     Raises:
         ValueError: a setting is not safe to render.
@@ -97,6 +115,9 @@ class NginxSettings:
     access_log: str | None = "/dev/stdout"
     client_max_body_size: str = "64m"
     resolver_valid_seconds: int = 10
+    upstream_resolve: bool = False
+    upstream_keepalive: int = 16
+    upstream_keepalive_seconds: int = 30
 
     def __post_init__(self) -> None:
         for name, path in (("temp_dir", self.temp_dir), ("access_log", self.access_log)):
@@ -114,6 +135,10 @@ class NginxSettings:
             raise ValueError(f"client_max_body_size {self.client_max_body_size!r} is not a size")
         if not 1 <= self.resolver_valid_seconds <= 3600:
             raise ValueError("resolver_valid_seconds must be in 1..3600")
+        if not 1 <= self.upstream_keepalive <= 1024:
+            raise ValueError("upstream_keepalive must be in 1..1024")
+        if not 1 <= self.upstream_keepalive_seconds <= 3600:
+            raise ValueError("upstream_keepalive_seconds must be in 1..3600")
 
     @property
     def pid_path(self) -> str:
@@ -151,41 +176,53 @@ def _listen(settings: NginxSettings, port: int, *extra: str) -> str:
     return " ".join([f"listen {address}{_safe(port)}", *extra]) + ";"
 
 
-def _http_route(out: _Writer, route: HttpRoute) -> None:
+def _http_route(out: _Writer, route: HttpRoute, pools: _Pools | None = None) -> None:
     upstream = route.upstream
     location = _safe(route.location)
+    origin = upstream.origin if pools is None else pools.http_origin(upstream)
+    out.open(f"location = {location}" if route.exact else f"location {location}")
+    if pools is not None:
+        # Before any `rewrite ... break`, which ends the rewrite phase (and skips later `set`s).
+        pools.set_host(out, f"{_safe(upstream.host)}:{_safe(upstream.port)}")
     if route.exact:
-        out.open(f"location = {location}")
         # With a variable, proxy_pass sends the request's own URI when the URL has no path: a
         # URL without a path means "/", so say so rather than leak our /proxy/... path upstream.
-        out.line(f"set $upstream {_safe(upstream.origin + (upstream.path or '/'))};")
+        out.line(f"set $upstream {_safe(origin + (upstream.path or '/'))};")
         out.line("proxy_pass $upstream$is_args$args;")
     else:
         # `set` must come before `rewrite ... break`, which ends the rewrite phase.
-        out.open(f"location {location}")
-        out.line(f"set $upstream {_safe(upstream.origin)};")
+        out.line(f"set $upstream {_safe(origin)};")
         base = upstream.path.rstrip("/")
         out.line(f'rewrite "(?s)^{location}(.*)$" {_safe(base + "/")}$1 break;')
         out.line("proxy_pass $upstream;")
+    if pools is not None:
+        pools.http_headers(out, upstream)
     out.close()
 
 
-def _query_split(out: _Writer, route: QueryRoute) -> None:
+def _query_split(out: _Writer, route: QueryRoute, pools: _Pools | None = None) -> None:
     """The http-level ``split_clients`` choosing the worker of each query request."""
     out.open(f'split_clients "${{request_id}}" {QUERY_BACKEND_VARIABLE}')
     for share, backend in route.split():
         if not _SHARE_RE.fullmatch(share):
             raise ValueError(f"refusing to render unsafe share {share!r} into nginx.conf")
-        out.line(f'{share} "{_safe(backend.host)}:{_safe(backend.port)}";')
+        target = f"{_safe(backend.host)}:{_safe(backend.port)}"
+        if pools is not None:
+            target = pools.http_target(backend)
+        out.line(f'{share} "{target}";')
     out.close()
+    if pools is not None:
+        pools.query_host_map(out, route)
 
 
-def _query_location(out: _Writer, route: QueryRoute) -> None:
+def _query_location(out: _Writer, route: QueryRoute, pools: _Pools | None = None) -> None:
     """The query API location: strip the prefix, then pass to the chosen worker."""
     prefix = route.strip_prefix
     if not _QUERY_PREFIX_RE.fullmatch(prefix) or route.location != prefix + "/":
         raise ValueError(f"refusing to render unsafe query prefix {prefix!r} into nginx.conf")
     out.open(f"location {route.location}")
+    if pools is not None:
+        pools.set_host(out, QUERY_HOST_VARIABLE)  # before `rewrite ... break`
     # With a variable in proxy_pass, nginx passes the (rewritten) URI as is: strip it here.
     out.line(f'rewrite "(?s)^{prefix}(/.*)$" $1 break;')
     out.line(f"proxy_read_timeout {QUERY_READ_TIMEOUT_SECONDS}s;")
@@ -193,12 +230,17 @@ def _query_location(out: _Writer, route: QueryRoute) -> None:
     out.close()
 
 
-def _grpc_route(out: _Writer, route: GrpcRoute) -> None:
+def _grpc_route(out: _Writer, route: GrpcRoute, pools: _Pools | None = None) -> None:
     out.open(f"location {_safe(route.location)}")
+    if pools is not None:
+        pools.set_host(out, _safe(route.upstream))
     # A receiver serving TLS gets grpcs:// (SNI: grpc_ssl_server_name, in the http block).
     scheme = "grpcs" if route.tls else "grpc"
-    out.line(f"set $grpc_upstream {scheme}://{_safe(route.upstream)};")
+    target = _safe(route.upstream) if pools is None else pools.grpc_target(route)
+    out.line(f"set $grpc_upstream {scheme}://{target};")
     out.line("grpc_pass $grpc_upstream;")
+    if pools is not None:
+        pools.grpc_headers(out, route)
     out.close()
 
 
@@ -216,6 +258,123 @@ def _token(plan: TelemetryProxyPlan) -> str:
     if not _TOKEN_RE.fullmatch(plan.loop_token):
         raise ValueError(f"refusing to render unsafe loop token {plan.loop_token!r}")
     return plan.loop_token
+
+
+# --- pooled upstreams (NginxSettings.upstream_resolve: nginx >= 1.27.3) ----------------------
+
+
+@dataclass(frozen=True, order=True)
+class _Backend:
+    """One pooled backend: what connections to it speak, and where it is."""
+
+    kind: str  # http, https, grpc or grpcs: connections of different kinds never share a pool
+    host: str
+    port: int
+
+    @property
+    def name(self) -> str:
+        # '_' never occurs in a DNS name or an IPv4 address: no upstream name is also a host.
+        return _safe(f"{self.kind}_{self.host}_{self.port}")
+
+    @property
+    def address(self) -> str:
+        return f"{_safe(self.host)}:{_safe(self.port)}"
+
+
+class _Pools:
+    """The ``upstream`` blocks of a plan, one per distinct backend, and how routes use them.
+
+    A route's ``$upstream`` names its block instead of the host; ``proxy_pass`` with a variable
+    looks the name up among the ``upstream`` blocks first. The block's ``server ... resolve``
+    keeps request-time DNS (nginx re-resolves it after ``resolver ... valid``, and a name that
+    does not resolve leaves the block empty: 502, never a failed start or reload). Host names
+    without a resolver are left as they are (the plan reports them; their requests fail).
+    """
+
+    def __init__(self, plan: TelemetryProxyPlan) -> None:
+        self._resolve = bool(plan.resolvers)
+        found = {
+            _Backend(route.upstream.scheme, route.upstream.host, route.upstream.port)
+            for route in plan.http_routes
+        }
+        found |= {
+            _Backend("grpcs" if route.tls else "grpc", route.upstream.host, route.upstream.port)
+            for route in plan.grpc_routes
+        }
+        if plan.query_route is not None:
+            found |= {_Backend("http", b.host, b.port) for b in plan.query_route.backends}
+        self.backends = sorted(b for b in found if self._pooled(b.host))
+
+    def _pooled(self, host: str) -> bool:
+        return self._resolve or _IPV4_RE.fullmatch(host) is not None
+
+    def blocks(self, out: _Writer, settings: NginxSettings) -> None:
+        for backend in self.backends:
+            out.line()
+            out.open(f"upstream {backend.name}")
+            out.line(f"zone {backend.name} 64k;")
+            if _IPV4_RE.fullmatch(backend.host):
+                out.line(f"server {backend.address};")
+            else:
+                out.line(f"server {backend.address} resolve;")
+            out.line(f"keepalive {settings.upstream_keepalive};")
+            out.line(f"keepalive_timeout {settings.upstream_keepalive_seconds}s;")
+            out.close()
+
+    def http_target(self, url: HttpUrl) -> str:
+        """The block's name, or ``host:port`` when the URL is not pooled."""
+        if not self._pooled(url.host):
+            return f"{_safe(url.host)}:{_safe(url.port)}"
+        return _Backend(url.scheme, url.host, url.port).name
+
+    def http_origin(self, url: HttpUrl) -> str:
+        """``scheme://<block name>``, or the URL's own origin when it is not pooled."""
+        return f"{url.scheme}://{self.http_target(url)}"
+
+    def http_headers(self, out: _Writer, url: HttpUrl) -> None:
+        """What the block name would otherwise change: the Host header and the TLS SNI name.
+
+        ``Host`` comes from :data:`HOST_VARIABLE` (:meth:`set_host`, used by the http-level
+        ``proxy_set_header``): a location's own ``proxy_set_header`` would replace every
+        inherited one.
+        """
+        if url.scheme == "https" and self._pooled(url.host):
+            out.line(f"proxy_ssl_name {_safe(url.host)};")
+
+    def grpc_target(self, route: GrpcRoute) -> str:
+        upstream = route.upstream
+        if not self._pooled(upstream.host):
+            return _safe(upstream)
+        return _Backend("grpcs" if route.tls else "grpc", upstream.host, upstream.port).name
+
+    def grpc_headers(self, out: _Writer, route: GrpcRoute) -> None:
+        """As for HTTP: the authority (``Host``) and SNI name the receiver, not the block."""
+        if route.tls and self._pooled(route.upstream.host):
+            out.line(f"grpc_ssl_name {_safe(route.upstream.host)};")
+
+    @staticmethod
+    def set_host(out: _Writer, value: str) -> None:
+        """Set the location's :data:`HOST_VARIABLE` (``host:port``, or the query map's)."""
+        out.line(f"set {HOST_VARIABLE} {value};")
+
+    @staticmethod
+    def http_settings(out: _Writer) -> None:
+        """At http level, so no location-level ``*_set_header`` replaces the inherited ones."""
+        out.line(f"proxy_set_header Host {HOST_VARIABLE};")
+        out.line(f"grpc_set_header Host {HOST_VARIABLE};")
+
+    def query_host_map(self, out: _Writer, route: QueryRoute) -> None:
+        """``$worker_query_host``: the Host header of the worker a query request goes to."""
+        # Keys are block names (a DNS name of up to 253 characters and more): beyond the default
+        # bucket (64 bytes on x86_64), which makes nginx refuse to start.
+        out.line("map_hash_bucket_size 512;")
+        out.open(f"map {QUERY_BACKEND_VARIABLE} {QUERY_HOST_VARIABLE}")
+        out.line("default $proxy_host;")
+        for backend in route.backends:
+            if self._pooled(backend.host):
+                name = _Backend("http", backend.host, backend.port).name
+                out.line(f'{name} "{_safe(backend.host)}:{_safe(backend.port)}";')
+        out.close()
 
 
 def _main_context(out: _Writer, settings: NginxSettings) -> None:
@@ -270,7 +429,8 @@ def render_nginx_config(plan: TelemetryProxyPlan, settings: NginxSettings | None
     Args:
         plan: the routes and ports, from
             :func:`~coordinated_mesh.proxy.plan.build_telemetry_proxy`.
-        settings: process settings; the defaults suit the ``ubuntu/nginx`` rock under Pebble.
+        settings: process settings; the defaults suit an nginx image under Pebble (and
+            nginx 1.22: pass ``upstream_resolve=True`` for nginx >= 1.27.3).
 
     Returns:
         The configuration text; equal plans and settings give byte-identical text.
@@ -279,40 +439,75 @@ def render_nginx_config(plan: TelemetryProxyPlan, settings: NginxSettings | None
         ValueError: a value is unsafe to render (a bug: plans only hold validated values).
     """
     settings = settings or NginxSettings()
+    pools = _Pools(plan) if settings.upstream_resolve else None
     out = _Writer()
     _main_context(out, settings)
     _http_settings(out, plan, settings)
+    if pools is not None:
+        # nginx refuses an unknown variable: only when some location sets it.
+        if plan.http_routes or plan.grpc_routes or plan.query_route is not None:
+            pools.http_settings(out)
+        pools.blocks(out, settings)
     if plan.query_route is not None:
         out.line()
-        _query_split(out, plan.query_route)
+        _query_split(out, plan.query_route, pools)
+    _proxy_server(out, plan, settings, pools)
+    if plan.config.grpc_port is not None:
+        _grpc_server(out, plan, settings, pools, plan.config.grpc_port)
+    _status_server(out, plan)
+    out.close()  # http
+    return out.text()
 
+
+def _not_found(out: _Writer) -> None:
+    out.open("location /")
+    out.line("return 404;")
+    out.close()
+
+
+def _proxy_server(
+    out: _Writer, plan: TelemetryProxyPlan, settings: NginxSettings, pools: _Pools | None
+) -> None:
+    """The HTTP server: every ``/proxy/...`` route and the query route."""
     out.line()
     out.open("server")
     out.line(_listen(settings, plan.config.http_port))
     out.line("server_name _;")
     _guard_proxy_server(out, plan)
     for route in sorted(plan.http_routes):
-        _http_route(out, route)
+        _http_route(out, route, pools)
     if plan.query_route is not None:
-        _query_location(out, plan.query_route)
-    out.open("location /")
-    out.line("return 404;")
-    out.close()
+        _query_location(out, plan.query_route, pools)
+    _not_found(out)
     out.close()
 
-    if plan.config.grpc_port is not None:
-        out.line()
-        out.open("server")
-        out.line(_listen(settings, plan.config.grpc_port, "http2"))
-        out.line("server_name _;")
-        _guard_proxy_server(out, plan)
-        for route in sorted(plan.grpc_routes):
-            _grpc_route(out, route)
-        out.open("location /")
-        out.line("return 404;")
-        out.close()
-        out.close()
 
+def _grpc_server(
+    out: _Writer,
+    plan: TelemetryProxyPlan,
+    settings: NginxSettings,
+    pools: _Pools | None,
+    port: int,
+) -> None:
+    """The cleartext HTTP/2 server of the gRPC routes."""
+    out.line()
+    out.open("server")
+    if settings.upstream_resolve:
+        # nginx >= 1.25.1 deprecates `listen ... http2` for `http2 on`.
+        out.line(_listen(settings, port))
+        out.line("http2 on;")
+    else:
+        out.line(_listen(settings, port, "http2"))
+    out.line("server_name _;")
+    _guard_proxy_server(out, plan)
+    for route in sorted(plan.grpc_routes):
+        _grpc_route(out, route, pools)
+    _not_found(out)
+    out.close()
+
+
+def _status_server(out: _Writer, plan: TelemetryProxyPlan) -> None:
+    """The loopback ``stub_status`` server; a request that came through the proxy is refused."""
     out.line()
     out.open("server")
     out.line(f"listen 127.0.0.1:{_safe(plan.status_port)};")
@@ -323,10 +518,5 @@ def render_nginx_config(plan: TelemetryProxyPlan, settings: NginxSettings | None
     out.open("location = /status")
     out.line("stub_status;")
     out.close()
-    out.open("location /")
-    out.line("return 404;")
+    _not_found(out)
     out.close()
-    out.close()
-
-    out.close()  # http
-    return out.text()
