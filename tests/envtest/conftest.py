@@ -65,13 +65,16 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lightkube import Client
 from lightkube.generic_resource import GenericNamespacedResource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
+from ops import testing
 
+from tests.support.coordinator import context_checking_nginx
 from tests.support.envtest import (
     ENVTEST_DIR,
     AuthorizationPolicy,
@@ -196,3 +199,12 @@ def request_log(envtest: Envtest, monkeypatch: pytest.MonkeyPatch) -> RequestLog
     log = RequestLog()
     monkeypatch.setattr(httpx.HTTPTransport, "handle_request", recording_handler(envtest, log))
     return log
+
+
+@pytest.fixture
+def ctx(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[testing.Context[Any]]:
+    """The coordinator charm on the real API server (``KUBECONFIG``), checking its nginx configs.
+
+    The worker's suite defines its own ``ctx``.
+    """
+    yield from context_checking_nginx(monkeypatch, tmp_path)

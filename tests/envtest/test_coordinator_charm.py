@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,37 +24,26 @@ from lightkube import ApiError, Client
 from lightkube.generic_resource import GenericNamespacedResource
 from lightkube.models.core_v1 import Container, PodSpec
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
-from lightkube.resources.core_v1 import ConfigMap, Namespace, Pod
-from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
+from lightkube.resources.core_v1 import Namespace, Pod
 from lightkube.types import PatchType
 from ops import testing
 
 from tests.support.coordinator import (
     APP,
     MESH_LABELS,
-    context_checking_nginx,
     mesh_relation,
-    running_containers,
+    running_state,
     worker_relation,
 )
-from tests.support.envtest import JujuApp, RequestLog, wait_until
+from tests.support.envtest import JujuApp, RequestLog, grant_namespace_rights, wait_until
 
 Ctx = testing.Context[Any]
 MakeApp = Callable[[str, str], JujuApp]
 
 
-@pytest.fixture
-def ctx(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Ctx]:
-    yield from context_checking_nginx(monkeypatch, tmp_path)
-
-
 def _state(namespace: str, tmp_path: Path, *relations: testing.RelationBase) -> testing.State:
-    return testing.State(
-        leader=True,
-        model=testing.Model(name=namespace, uuid="00000000-0000-4000-8000-0000000000aa"),
-        relations=list(relations),
-        containers=running_containers(tmp_path / "etc-nginx", None),
+    return running_state(
+        namespace, tmp_path, *relations, uuid="00000000-0000-4000-8000-0000000000aa"
     )
 
 
@@ -416,35 +405,6 @@ RIGHTS = {
 """What the coordinator reads and writes (every verb), by API group."""
 
 
-def _grant(client: Client, untrusted: Client, namespace: str, *, withheld: str) -> None:
-    """Give the ``untrusted`` identity, in ``namespace``, the rights it needs but ``withheld``."""
-    rules = [
-        PolicyRule(
-            apiGroups=[group], resources=[r for r in resources if r != withheld], verbs=["*"]
-        )
-        for group, resources in RIGHTS.items()
-    ]
-    client.create(Role(metadata=ObjectMeta(name="charm", namespace=namespace), rules=rules))
-    client.create(
-        RoleBinding(
-            metadata=ObjectMeta(name="charm", namespace=namespace),
-            roleRef=RoleRef(apiGroup="rbac.authorization.k8s.io", kind="Role", name="charm"),
-            subjects=[Subject(kind="User", name="untrusted", apiGroup="rbac.authorization.k8s.io")],
-        )
-    )
-
-    def granted() -> bool:
-        try:
-            list(untrusted.list(ConfigMap, namespace=namespace))
-        except ApiError as error:
-            if error.status.code == 403:
-                return False
-            raise
-        return True
-
-    wait_until(granted, "the grant is in force")
-
-
 @pytest.mark.parametrize("withheld", ["pods", "namespaces"])
 @pytest.mark.usefixtures("untrusted_kubeconfig_env")
 def test_forbidden_read_while_draining_keeps_the_policies(
@@ -459,7 +419,9 @@ def test_forbidden_read_while_draining_keeps_the_policies(
     withheld: str,
 ):
     juju_app(APP, namespace)
-    _grant(k8s_client, untrusted_client, namespace, withheld=withheld)
+    grant_namespace_rights(
+        k8s_client, untrusted_client, namespace, rights=RIGHTS, withheld=withheld
+    )
     mesh = mesh_relation()
     out = ctx.run(
         ctx.on.relation_changed(mesh), _state(namespace, tmp_path, worker_relation("w1"), mesh)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,8 @@ from tests.support.charm_loader import load_charm_module
 from tests.support.coordinator import (
     APP,
     MESH_LABELS,
-    context_checking_nginx,
     mesh_relation,
-    running_containers,
+    running_state,
     worker_relation,
 )
 from tests.support.envtest import JujuApp, grant_namespace_rights
@@ -41,17 +40,9 @@ MakeApp = Callable[[str, str], JujuApp]
 WORKER = load_charm_module("worker")
 
 
-@pytest.fixture
-def ctx(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Ctx]:
-    yield from context_checking_nginx(monkeypatch, tmp_path)
-
-
 def _state(namespace: str, tmp_path: Path, *relations: testing.RelationBase) -> testing.State:
-    return testing.State(
-        leader=True,
-        model=testing.Model(name=namespace, uuid="00000000-0000-4000-8000-0000000000cc"),
-        relations=list(relations),
-        containers=running_containers(tmp_path / "etc-nginx", None),
+    return running_state(
+        namespace, tmp_path, *relations, uuid="00000000-0000-4000-8000-0000000000cc"
     )
 
 

@@ -10,7 +10,7 @@ end state and the order of the writes (``RequestLog``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,8 @@ from ops import testing
 from tests.support.coordinator import (
     APP,
     MESH_LABELS,
-    context_checking_nginx,
     mesh_relation,
-    running_containers,
+    running_state,
     worker_relation,
 )
 from tests.support.envtest import JujuApp, RequestLog
@@ -43,17 +42,9 @@ OTHERS = {"example.com/team": "observability"}
 """A label someone else put on our objects: never touched."""
 
 
-@pytest.fixture
-def ctx(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Ctx]:
-    yield from context_checking_nginx(monkeypatch, tmp_path)
-
-
 def _state(namespace: str, tmp_path: Path, *relations: testing.RelationBase) -> testing.State:
-    return testing.State(
-        leader=True,
-        model=testing.Model(name=namespace, uuid="00000000-0000-4000-8000-0000000000ab"),
-        relations=list(relations),
-        containers=running_containers(tmp_path / "etc-nginx", None),
+    return running_state(
+        namespace, tmp_path, *relations, uuid="00000000-0000-4000-8000-0000000000ab"
     )
 
 

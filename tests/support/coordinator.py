@@ -250,6 +250,21 @@ def state(
     )
 
 
+def running_state(
+    namespace: str,
+    tmp_path: Path,
+    *relations: testing.RelationBase,
+    uuid: str = "00000000-0000-4000-8000-0000000000aa",
+) -> testing.State:
+    """A leader with nginx and the exporter running, in the model ``namespace`` (envtest)."""
+    return testing.State(
+        leader=True,
+        model=testing.Model(name=namespace, uuid=uuid),
+        relations=list(relations),
+        containers=running_containers(tmp_path / "etc-nginx", None),
+    )
+
+
 def nginx_config(ctx: testing.Context[Any], out: testing.State) -> str | None:
     """The nginx configuration in the nginx container after a run, if any."""
     root = out.get_container("nginx").get_filesystem(ctx)

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -373,14 +373,24 @@ CHARM_RIGHTS = {
 """What a charm of this repository reads and writes in its namespace (every verb), by API group."""
 
 
-def grant_namespace_rights(client: Client, untrusted: Client, namespace: str) -> None:
-    """Give the ``untrusted`` identity :data:`CHARM_RIGHTS` in ``namespace`` only (a Role).
+def grant_namespace_rights(
+    client: Client,
+    untrusted: Client,
+    namespace: str,
+    *,
+    rights: Mapping[str, Sequence[str]] = CHARM_RIGHTS,
+    withheld: str | None = None,
+) -> None:
+    """Give the ``untrusted`` identity ``rights`` in ``namespace`` only (a Role), but ``withheld``.
 
-    As a Kubernetes charm has whose rights an operator limited to its model's namespace.
+    As a Kubernetes charm has whose rights an operator limited to its model's namespace; waits
+    until the grant is in force.
     """
     rules = [
-        PolicyRule(apiGroups=[group], resources=resources, verbs=["*"])
-        for group, resources in CHARM_RIGHTS.items()
+        PolicyRule(
+            apiGroups=[group], resources=[r for r in resources if r != withheld], verbs=["*"]
+        )
+        for group, resources in rights.items()
     ]
     client.create(Role(metadata=ObjectMeta(name="charm", namespace=namespace), rules=rules))
     client.create(
