@@ -42,7 +42,8 @@ def test_current_workers_unit_databags_are_not_read(
     assert config is not None
     for app, units in (("w1", 5), ("w2", 3)):
         for i in range(units):
-            assert f"http://{app}-{i}.{app}-endpoints.{MODEL.name}.svc.cluster.local:9090" in config
+            # The derived address is the route's backend (pooled: ``server <it> resolve;``).
+            assert f"{app}-{i}.{app}-endpoints.{MODEL.name}.svc.cluster.local:9090" in config
 
 
 def test_a_published_address_is_never_used(ctx: Ctx, kube: FakeKubernetes):
