@@ -60,7 +60,6 @@ Usage from a charm test (``tests/envtest/test_<something>.py``)::
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
@@ -74,6 +73,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 from ops import testing
 
+from tests.support.binaries import unavailable
 from tests.support.coordinator import context_checking_nginx
 from tests.support.envtest import (
     ENVTEST_DIR,
@@ -100,24 +100,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.envtest)
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("ENVTEST_REQUIRED") == "1":
-        pytest.fail(f"{reason}; ENVTEST_REQUIRED=1 forbids skipping", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def envtest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envtest]:
     binaries = find_binaries()
     if binaries is None:
-        _unavailable(
+        unavailable(
             "no envtest binaries (kube-apiserver, etcd): set KUBEBUILDER_ASSETS or run "
-            f"tools/envtest.sh to build them into {ENVTEST_DIR}"
+            f"tools/envtest.sh to build them into {ENVTEST_DIR}",
+            required_by="ENVTEST_REQUIRED",
         )
-        return
     if shutil.which("openssl") is None:
-        _unavailable("openssl is needed to make the service-account key for kube-apiserver")
-        return
+        unavailable(
+            "openssl is needed to make the service-account key for kube-apiserver",
+            required_by="ENVTEST_REQUIRED",
+        )
     try:
         with run_envtest(*binaries, tmp_path_factory.mktemp("envtest")) as server:
             yield server

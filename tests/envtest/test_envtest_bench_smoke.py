@@ -8,7 +8,6 @@ never timings, and not the exact counts, which the library's owners may improve.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ import pytest
 from bench import k8s_calls
 from bench.common import ROOT, parse_sections
 
+from tests.support.binaries import unavailable
 from tests.support.envtest import ENVTEST_DIR, find_binaries
 
 SCRIPT = ROOT / "tools" / "bench" / "k8s_calls.py"
@@ -34,12 +34,10 @@ NO_ISTIO = "coordinator leader, mesh, Istio missing"
 @pytest.fixture(scope="module")
 def output() -> str:
     if find_binaries() is None:
-        reason = (
-            f"no envtest binaries: set KUBEBUILDER_ASSETS or run tools/envtest.sh ({ENVTEST_DIR})"
+        unavailable(
+            f"no envtest binaries: set KUBEBUILDER_ASSETS or run tools/envtest.sh ({ENVTEST_DIR})",
+            required_by="ENVTEST_REQUIRED",
         )
-        if os.environ.get("ENVTEST_REQUIRED") == "1":
-            pytest.fail(f"{reason}; ENVTEST_REQUIRED=1 forbids skipping", pytrace=False)
-        pytest.skip(reason)
     result = subprocess.run(
         [sys.executable, str(SCRIPT)],
         capture_output=True,

@@ -12,10 +12,18 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin"])
+
+
+def unavailable(reason: str, *, required_by: str = "REAL_BINARIES_REQUIRED") -> NoReturn:
+    """Skip the test for ``reason``, or fail it when ``<required_by>=1`` (CI sets it)."""
+    if os.environ.get(required_by) == "1":
+        pytest.fail(f"{reason}; {required_by}=1 forbids skipping", pytrace=False)
+    pytest.skip(reason)
 
 
 def require_binary(name: str) -> str:
@@ -23,10 +31,7 @@ def require_binary(name: str) -> str:
     path = shutil.which(name, path=_SEARCH_PATH)
     if path:
         return path
-    reason = f"{name} is not installed (Debian package: apt-get install {name})"
-    if os.environ.get("REAL_BINARIES_REQUIRED") == "1":
-        pytest.fail(f"{reason}; REAL_BINARIES_REQUIRED=1 forbids skipping", pytrace=False)
-    pytest.skip(reason)
+    unavailable(f"{name} is not installed (Debian package: apt-get install {name})")
 
 
 NGINX_RESOLVE_SINCE = (1, 27, 3)
@@ -50,9 +55,6 @@ def require_nginx_with_upstream_resolve() -> str:
             version = tuple(int(part) for part in found.groups())
     if version >= NGINX_RESOLVE_SINCE:
         return str(program)
-    reason = (
+    unavailable(
         f"no nginx >= 1.27.3 at {program} (found {version or 'none'}): run tools/nginx-forky.sh"
     )
-    if os.environ.get("REAL_BINARIES_REQUIRED") == "1":
-        pytest.fail(f"{reason}; REAL_BINARIES_REQUIRED=1 forbids skipping", pytrace=False)
-    pytest.skip(reason)
