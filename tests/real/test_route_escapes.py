@@ -30,7 +30,14 @@ from coordinated_mesh.proxy.plan import (
 )
 from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
 
-from tests.support.nginx import RunningNginx, Upstream, free_port, nginx_settings, wait_for_port
+from tests.support.nginx import (
+    RunningNginx,
+    Upstream,
+    free_port,
+    nginx_settings,
+    serving,
+    wait_for_port,
+)
 
 # cluster domain "test": every FQDN resolves to loopback through the test DNS server.
 IDENTITY = CoordinatorIdentity(
@@ -83,14 +90,8 @@ def proxy(
     )
     plan = build_telemetry_proxy(inputs)
     assert plan.problems == ()
-    nginx = RunningNginx(
-        nginx_bin, tmp_path, render_nginx_config(plan, nginx_settings(tmp_path, access_log=True))
-    )
-    try:
-        wait_for_port(config.http_port)
+    with serving(nginx_bin, tmp_path, plan) as nginx:
         yield nginx, plan, inputs
-    finally:
-        nginx.stop()
 
 
 def _sources(plan: TelemetryProxyPlan) -> list[str]:

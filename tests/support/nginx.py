@@ -11,11 +11,13 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from coordinated_mesh.proxy.nginx import NginxSettings
+from coordinated_mesh.proxy.nginx import NginxSettings, render_nginx_config
+from coordinated_mesh.proxy.plan import TelemetryProxyPlan
 
 
 def nginx_settings(prefix: Path, *, access_log: bool = False) -> NginxSettings:
@@ -95,6 +97,19 @@ class RunningNginx:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+@contextlib.contextmanager
+def serving(nginx: str, prefix: Path, plan: TelemetryProxyPlan) -> Generator[RunningNginx]:
+    """Real nginx serving ``plan`` as the library renders it (access log on), until the block ends."""
+    running = RunningNginx(
+        nginx, prefix, render_nginx_config(plan, nginx_settings(prefix, access_log=True))
+    )
+    try:
+        wait_for_port(plan.config.http_port)
+        yield running
+    finally:
+        running.stop()
 
 
 @dataclass(frozen=True)
