@@ -90,12 +90,7 @@ def describe_validation_error(error: pydantic.ValidationError) -> str:
     for err in error.errors()[:3]:
         where = ".".join(str(p) for p in err["loc"]) or "(root)"
         parts.append(f"{where}: {err['msg']}")
-    return printable("; ".join(parts))
-
-
-def printable(text: str, limit: int = 200) -> str:
-    """``text`` made safe for a status or a log line (:func:`~coordinated_mesh.parse.shorten`)."""
-    return shorten(text, limit)
+    return shorten("; ".join(parts), 200)
 
 
 class UnitUrl(pydantic.BaseModel):
