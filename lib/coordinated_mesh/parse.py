@@ -9,6 +9,8 @@ sources.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import hashlib
 import ipaddress
@@ -20,6 +22,7 @@ __all__ = [
     "HOSTNAME_PATTERN",
     "LABEL_KEY_RE",
     "LABEL_VALUE_RE",
+    "MAX_PEM_CERTIFICATES",
     "MAX_URL_LENGTH",
     "MODEL_NAME_PATTERN",
     "UNIT_NAME_PATTERN",
@@ -40,6 +43,7 @@ __all__ = [
     "parse_host",
     "parse_http_url",
     "parse_path",
+    "parse_pem_certificates",
     "parse_port",
     "parse_resolver",
     "parse_unit_name",
@@ -552,3 +556,53 @@ def safe_label_value(value: str) -> str:
     head = _INVALID_LABEL_CHARS_RE.sub("-", value)[: _MAX_LABEL_VALUE - _HASH_CHARS - 1]
     head = head.strip("-_.")
     return f"{head}-{digest}" if head else digest
+
+
+MAX_PEM_CERTIFICATES = 16
+"""The most certificates one PEM bundle from another charm may hold (a CA and its chain)."""
+_MAX_PEM_BASE64 = 16 * 1024
+"""The longest base64 body of one certificate (a 16 KiB DER certificate is far beyond any CA's)."""
+_PEM_BLOCK_RE = re.compile(
+    r"-----BEGIN CERTIFICATE-----\s*\n(?P<body>[A-Za-z0-9+/=\s]+?)\n?-----END CERTIFICATE-----"
+)
+_PEM_OUTSIDE_RE = re.compile(r"\s*")
+
+
+def parse_pem_certificates(raw: object) -> str:
+    """A bundle of PEM certificates (RFC 7468 ``CERTIFICATE`` blocks), in a canonical form.
+
+    Only ``CERTIFICATE`` blocks and whitespace are accepted (no private key, no other text), at
+    most :data:`MAX_PEM_CERTIFICATES` of them, each body valid base64. The result re-wraps every
+    body at 64 characters, one block after another, ending in a newline: equal certificates give
+    equal text however they were published. This checks the form, not the content: nginx and
+    OpenSSL parse the DER (a malformed one fails their check, not a hook).
+
+    Raises:
+        ValueError: the text is not such a bundle.
+    """
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError(f"{show(raw)} is not a PEM certificate")
+    blocks: list[str] = []
+    position = 0
+    for match in _PEM_BLOCK_RE.finditer(raw):
+        if not _PEM_OUTSIDE_RE.fullmatch(raw, position, match.start()):
+            raise ValueError("a PEM bundle holds only CERTIFICATE blocks")
+        position = match.end()
+        body = "".join(match.group("body").split())
+        if len(body) > _MAX_PEM_BASE64:
+            raise ValueError("a certificate in the PEM bundle is too large")
+        try:
+            der = base64.b64decode(body, validate=True)
+        except binascii.Error:
+            raise ValueError("a certificate in the PEM bundle is not valid base64") from None
+        if not der:
+            raise ValueError("a certificate in the PEM bundle is empty")
+        lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+        blocks.append(
+            "\n".join(["-----BEGIN CERTIFICATE-----", *lines, "-----END CERTIFICATE-----"])
+        )
+        if len(blocks) > MAX_PEM_CERTIFICATES:
+            raise ValueError(f"a PEM bundle holds at most {MAX_PEM_CERTIFICATES} certificates")
+    if not blocks or not _PEM_OUTSIDE_RE.fullmatch(raw, position):
+        raise ValueError("a PEM bundle holds only CERTIFICATE blocks")
+    return "\n".join(blocks) + "\n"

@@ -21,6 +21,7 @@ from coordinated_mesh.parse import (
     Problem,
     parse_grpc_address,
     parse_http_url,
+    parse_pem_certificates,
     show,
     validate_labels,
 )
@@ -61,12 +62,16 @@ class ProxiedTelemetry:
         charm_tracing_receivers: receivers of the charm's own traces, by protocol.
         workload_tracing_receivers: receivers of the workload's traces, by protocol (HTTP
             protocols: a URL; gRPC ones: ``host:port``).
+        ca_cert: the PEM CA bundle that signed the proxy's certificate when the proxy serves
+            TLS, else ``None``. With it, every URL here is ``https`` and every gRPC receiver
+            speaks TLS: the worker trusts this CA for all of them.
     """
 
     loki_urls: Mapping[str, str] = field(default_factory=dict[str, str])
     remote_write_urls: tuple[str, ...] = ()
     charm_tracing_receivers: Mapping[str, str] = field(default_factory=dict[str, str])
     workload_tracing_receivers: Mapping[str, str] = field(default_factory=dict[str, str])
+    ca_cert: str | None = None
 
 
 class RemoteWriteEndpoint(pydantic.BaseModel):
@@ -96,6 +101,8 @@ class CoordinatorAppData(DatabagModel):
     """Proxied tracing receivers for workload traces, keyed by protocol."""
     remote_write_endpoints: list[RemoteWriteEndpoint] | None = None
     """Proxied Prometheus remote-write endpoints."""
+    ca_cert: str | None = None
+    """The PEM CA of the proxy's certificate while it serves TLS (absent: plain HTTP)."""
 
     @pydantic.field_validator("worker_labels")
     @classmethod
@@ -120,6 +127,7 @@ class CoordinatorAppData(DatabagModel):
             remote_write_endpoints=[
                 RemoteWriteEndpoint(url=url) for url in telemetry.remote_write_urls
             ],
+            ca_cert=telemetry.ca_cert,
         )
 
 
@@ -212,7 +220,9 @@ def parse_proxied_telemetry(data: CoordinatorAppData) -> tuple[ProxiedTelemetry,
     """The proxied telemetry URLs of the coordinator's data, parsed (pure).
 
     Returns:
-        The valid URLs (an absent key counts as "none") and one problem per dropped item, naming
+        The valid URLs (an absent key counts as "none"), the CA to trust for them (``None``
+        when absent or malformed: a malformed one is a problem, and TLS URLs then fail
+        verification rather than being trusted blindly) and one problem per dropped item, naming
         the databag key and the item (``endpoint`` is ``""``: the caller knows the relation).
         Unknown tracing protocols are ignored without a problem: a newer coordinator may offer
         protocols this worker does not know.
@@ -240,6 +250,12 @@ def parse_proxied_telemetry(data: CoordinatorAppData) -> tuple[ProxiedTelemetry,
             remote_write.add(str(parse_http_url(entry.url)))
         except ValueError as e:
             problems.append(Problem.of("", "remote_write_endpoints", str(e)))
+    ca_cert: str | None = None
+    if data.ca_cert is not None:
+        try:
+            ca_cert = parse_pem_certificates(data.ca_cert)
+        except ValueError as e:
+            problems.append(Problem.of("", "ca_cert", str(e)))
     telemetry = ProxiedTelemetry(
         loki_urls=loki,
         remote_write_urls=tuple(sorted(remote_write)),
@@ -249,5 +265,6 @@ def parse_proxied_telemetry(data: CoordinatorAppData) -> tuple[ProxiedTelemetry,
         workload_tracing_receivers=_parse_receivers(
             data.workload_tracing_receivers, key="workload_tracing_receivers", problems=problems
         ),
+        ca_cert=ca_cert,
     )
     return telemetry, problems
