@@ -13,7 +13,11 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("cryptography", "charmlibs.interfaces.tls_certificates", "charmlibs.interfaces.certificate_transfer")
+HEAVY = (
+    "cryptography",
+    "charmlibs.interfaces.tls_certificates",
+    "charmlibs.interfaces.certificate_transfer",
+)
 
 
 def _run(code: str) -> str:

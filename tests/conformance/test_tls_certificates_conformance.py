@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,10 @@ def issue(our_unit_data: dict[str, str]) -> dict[str, str]:
         remote_units_data={0: our_unit_data},
     )
     ctx = provider_context()
-    out = ctx.run(ctx.on.relation_changed(relation, remote_unit=0), testing.State(leader=True, relations={relation}))
+    out = ctx.run(
+        ctx.on.relation_changed(relation, remote_unit=0),
+        testing.State(leader=True, relations={relation}),
+    )
     return dict(out.get_relation(7).local_app_data)
 
 
@@ -202,7 +205,9 @@ def test_our_csr_asks_for_our_names_with_a_key_in_a_unit_secret(requested: testi
 def test_the_real_provider_issues_our_request_and_we_take_it(
     requested: testing.State, tmp_path: Path
 ):
-    certificate, problems, out, logs = take(requested, issue(dict(requested.get_relation(1).local_unit_data)))
+    certificate, problems, out, logs = take(
+        requested, issue(dict(requested.get_relation(1).local_unit_data))
+    )
     assert problems == []
     assert certificate is not None
     assert certificate.dns_names == tuple(sorted([SERVICE, UNIT_FQDN]))
@@ -221,9 +226,21 @@ def test_the_real_provider_issues_our_request_and_we_take_it(
     openssl = require_binary("openssl")
     (tmp_path / "ca.pem").write_text(certificate.ca)
     (tmp_path / "chain.pem").write_text(certificate.chain)
-    for name, ok in [(SERVICE, True), (UNIT_FQDN, True), (f"other.{MODEL}.svc.cluster.local", False)]:
+    for name, ok in [
+        (SERVICE, True),
+        (UNIT_FQDN, True),
+        (f"other.{MODEL}.svc.cluster.local", False),
+    ]:
         result = subprocess.run(
-            [openssl, "verify", "-CAfile", tmp_path / "ca.pem", "-verify_hostname", name, tmp_path / "chain.pem"],
+            [
+                openssl,
+                "verify",
+                "-CAfile",
+                tmp_path / "ca.pem",
+                "-verify_hostname",
+                name,
+                tmp_path / "chain.pem",
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -241,7 +258,7 @@ def test_before_the_provider_answers_we_wait(requested: testing.State):
 def test_a_certificate_not_covering_the_service_name_is_refused(requested: testing.State):
     def other_names(csr: tls.CertificateSigningRequest) -> tls.Certificate:
         # A provider that ignores our SANs: our public key, someone else's name.
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         ca_key: Any = serialization.load_pem_private_key(str(ISSUER.key).encode(), password=None)
         built = (
             x509.CertificateBuilder()
@@ -258,12 +275,16 @@ def test_a_certificate_not_covering_the_service_name_is_refused(requested: testi
 
     ISSUER.override = other_names
     try:
-        certificate, problems, _, _ = take(requested, issue(dict(requested.get_relation(1).local_unit_data)))
+        certificate, problems, _, _ = take(
+            requested, issue(dict(requested.get_relation(1).local_unit_data))
+        )
     finally:
         ISSUER.override = None
     assert certificate is None
     assert problems == [
-        Problem("certificates", PROVIDER, f"the certificate covers elsewhere.example, not {SERVICE}")
+        Problem(
+            "certificates", PROVIDER, f"the certificate covers elsewhere.example, not {SERVICE}"
+        )
     ]
     assert not is_waiting(problems[0])
 
@@ -271,11 +292,15 @@ def test_a_certificate_not_covering_the_service_name_is_refused(requested: testi
 def test_a_name_we_did_not_request_is_refused(requested: testing.State):
     provider_data = issue(dict(requested.get_relation(1).local_unit_data))
     relation = our_relation(requested, remote_app_data=provider_data)
-    state = testing.State(relations={relation}, secrets=requested.secrets, model=testing.Model(MODEL))
+    state = testing.State(
+        relations={relation}, secrets=requested.secrets, model=testing.Model(MODEL)
+    )
     ctx = requirer_context()
     with ctx(ctx.on.update_status(), state) as manager:
         manager.run()
-        certificate, problems = manager.charm.certificates.read(f"renamed.{MODEL}.svc.cluster.local")
+        certificate, problems = manager.charm.certificates.read(
+            f"renamed.{MODEL}.svc.cluster.local"
+        )
     assert certificate is None
     assert [p.reason for p in problems] == [
         f"the certificate covers {', '.join(sorted([SERVICE, UNIT_FQDN]))}, "
@@ -286,21 +311,27 @@ def test_a_name_we_did_not_request_is_refused(requested: testing.State):
 def test_an_expired_certificate_is_refused(requested: testing.State):
     provider_data = issue(dict(requested.get_relation(1).local_unit_data))
     relation = our_relation(requested, remote_app_data=provider_data)
-    state = testing.State(relations={relation}, secrets=requested.secrets, model=testing.Model(MODEL))
+    state = testing.State(
+        relations={relation}, secrets=requested.secrets, model=testing.Model(MODEL)
+    )
     ctx = requirer_context()
     with ctx(ctx.on.update_status(), state) as manager:
         manager.run()
         wrapper = manager.charm.certificates
-        wrapper._now = lambda: datetime.now(timezone.utc) + timedelta(days=91)
+        wrapper._now = lambda: datetime.now(UTC) + timedelta(days=91)
         certificate, problems = wrapper.read(SERVICE)
     assert certificate is None
-    assert [p.reason.split(" at ")[0] for p in problems] == ["the certificate expired"]
+    assert len(problems) == 1
+    assert problems[0].reason.startswith("the certificate is valid from ")
+    assert problems[0].reason.endswith(", not now")
 
 
 def test_a_refused_request_is_a_problem_naming_the_provider(requested: testing.State):
     csr = _csr_of(requested)
     error = {"csr": str(csr), "error": {"code": 101, "name": "IP_NOT_ALLOWED", "message": "no"}}
-    _, problems, _, _ = take(requested, {"request_errors": json.dumps([error])}, event="update-status")
+    _, problems, _, _ = take(
+        requested, {"request_errors": json.dumps([error])}, event="update-status"
+    )
     assert problems == [Problem("certificates", PROVIDER, "the provider refused our request: no")]
 
 
@@ -308,11 +339,17 @@ def test_a_refused_request_is_a_problem_naming_the_provider(requested: testing.S
     "provider_data",
     [
         {"certificates": "not json"},
-        {"certificates": json.dumps([{"certificate": "junk", "ca": "junk", "certificate_signing_request": "junk"}])},
+        {
+            "certificates": json.dumps(
+                [{"certificate": "junk", "ca": "junk", "certificate_signing_request": "junk"}]
+            )
+        },
         {"certificates": json.dumps([{"certificate": 1}])},
     ],
 )
-def test_malformed_provider_data_is_waiting_not_a_crash(requested: testing.State, provider_data: dict[str, str]):
+def test_malformed_provider_data_is_waiting_not_a_crash(
+    requested: testing.State, provider_data: dict[str, str]
+):
     # In relation-changed (the library's own handler runs) and on any other hook.
     for event in ("changed", "update-status"):
         certificate, problems, _, _ = take(requested, provider_data, event=event)
@@ -364,8 +401,10 @@ def test_request_names_refuses_what_is_not_a_dns_name():
 def test_covers_matches_exactly_or_one_wildcard_label():
     assert certificate_covers([SERVICE], SERVICE.upper())
     assert certificate_covers([f"*.{MODEL}.svc.cluster.local"], SERVICE)
-    assert not certificate_covers([f"*.{MODEL}.svc.cluster.local"], UNIT_FQDN.replace("-endpoints", ".x"))
-    assert not certificate_covers([f"*.svc.cluster.local"], SERVICE)
+    assert not certificate_covers(
+        [f"*.{MODEL}.svc.cluster.local"], UNIT_FQDN.replace("-endpoints", ".x")
+    )
+    assert not certificate_covers(["*.svc.cluster.local"], SERVICE)
     assert not certificate_covers([], SERVICE)
 
 

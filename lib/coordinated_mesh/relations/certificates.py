@@ -12,9 +12,10 @@ exists or the hook concerns it. Wire format and behaviour: ``docs/reference/rela
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import ops
@@ -173,7 +174,7 @@ class ServerCertificates(ops.Object):
         super().__init__(charm, f"server-certificates-{endpoint}")
         self._endpoint = endpoint
         self._names = names
-        self._now = now or (lambda: datetime.now(timezone.utc))
+        self._now = now or (lambda: datetime.now(UTC))
         self._requirer: TLSCertificatesRequiresV4 | None = None
         if _hook_concerns(endpoint) or self.related:
             self._requirer = self._make_requirer(charm, list(refresh_events))
@@ -224,49 +225,55 @@ class ServerCertificates(ops.Object):
         relations = sorted(self.model.relations[self._endpoint], key=lambda r: r.id)
         if requirer is None or not relations:
             return None, []
-        relation = relations[0]
-        provider = relation.app.name if relation.app else self._endpoint
-        waiting = [Problem(self._endpoint, self.model.unit.name, WAITING)]
-        from charmlibs.interfaces.tls_certificates import (
-            CertificateRequestAttributes,
-            TLSCertificatesError,
-        )
+        provider = relations[0].app.name if relations[0].app else self._endpoint
+        from charmlibs.interfaces.tls_certificates import TLSCertificatesError
 
         try:
-            request = self._request()
-            private_key = requirer.private_key
-            csrs = [
-                r.certificate_signing_request
-                for r in requirer.get_csrs_from_requirer_relation_data()
-                if CertificateRequestAttributes.from_csr(r.certificate_signing_request, r.is_ca)
-                == request
-            ]
-            if private_key is None or not csrs:
-                return None, waiting
-            csr = csrs[-1]
-            error = requirer.get_request_error(csr)
-            if error is not None:
-                reason = f"the provider refused our request: {error.error.message}"
-                return None, [Problem.of(self._endpoint, provider, reason)]
-            issued = [
-                c for c in requirer.get_provider_certificates() if c.certificate_signing_request == csr
-            ]
-            if not issued:
-                return None, waiting
-            found = _check(issued[-1], private_key, required_name, self._now())
+            found = self._find(requirer, required_name)
         except (TLSCertificatesError, ValueError, TypeError, ops.ModelError) as e:
-            return None, [Problem.of(self._endpoint, provider, f"unusable certificate data: {e}")]
+            found = f"unusable certificate data: {e}"
+        if found is None:
+            return None, [Problem(self._endpoint, self.model.unit.name, WAITING)]
         if isinstance(found, str):
             return None, [Problem.of(self._endpoint, provider, found)]
         return found, []
 
+    def _find(
+        self, requirer: TLSCertificatesRequiresV4, required_name: str
+    ) -> ServerCertificate | str | None:
+        """The certificate; or why it is refused; or ``None`` while the provider has not answered."""
+        from charmlibs.interfaces.tls_certificates import CertificateRequestAttributes
 
-def _check(
+        request = self._request()
+        private_key = requirer.private_key
+        csrs = [
+            r.certificate_signing_request
+            for r in requirer.get_csrs_from_requirer_relation_data()
+            if CertificateRequestAttributes.from_csr(r.certificate_signing_request, r.is_ca)
+            == request
+        ]
+        if private_key is None or not csrs:
+            return None
+        error = requirer.get_request_error(csrs[-1])
+        if error is not None:
+            return f"the provider refused our request: {error.error.message}"
+        issued = [
+            c
+            for c in requirer.get_provider_certificates()
+            if c.certificate_signing_request == csrs[-1]
+        ]
+        if not issued:
+            return None
+        refusal = _refusal(issued[-1], private_key, required_name, self._now())
+        return refusal or _server_certificate(issued[-1], private_key)
+
+
+def _refusal(
     issued: ProviderCertificate, private_key: PrivateKey, required_name: str, now: datetime
-) -> ServerCertificate | str:
-    """The certificate, or why it cannot be served (pure, given the parsed objects)."""
+) -> str | None:
+    """Why the issued certificate cannot be served, if it cannot."""
     certificate = issued.certificate
-    names = tuple(sorted(certificate.sans_dns or ()))
+    names = sorted(certificate.sans_dns or ())
     if issued.revoked:
         return "the certificate was revoked by the provider"
     if certificate.is_ca:
@@ -276,12 +283,17 @@ def _check(
     if not certificate_covers(names, required_name):
         shown = ", ".join(names[:4]) or "no DNS name"
         return f"the certificate covers {shown}, not {required_name}"
-    if now < certificate.validity_start_time:
-        return f"the certificate is not valid before {certificate.validity_start_time:%Y-%m-%dT%H:%MZ}"
-    if now >= certificate.expiry_time:
-        return f"the certificate expired at {certificate.expiry_time:%Y-%m-%dT%H:%MZ}"
+    if not certificate.validity_start_time <= now < certificate.expiry_time:
+        return (
+            f"the certificate is valid from {certificate.validity_start_time:%Y-%m-%dT%H:%MZ} "
+            f"to {certificate.expiry_time:%Y-%m-%dT%H:%MZ}, not now"
+        )
+    return None
+
+
+def _server_certificate(issued: ProviderCertificate, private_key: PrivateKey) -> ServerCertificate:
+    certificate = issued.certificate
     leaf = _pem(str(certificate))
-    ca = _pem(str(issued.ca))
     chain = list(issued.chain)
     if chain and str(chain[0]) != str(certificate) and str(chain[-1]) == str(certificate):
         chain.reverse()  # some providers published the chain root first
@@ -291,16 +303,14 @@ def _check(
     return ServerCertificate(
         certificate=leaf,
         chain=leaf + "".join(intermediates),
-        ca=ca,
+        ca=_pem(str(issued.ca)),
         private_key=str(private_key).strip() + "\n",
-        dns_names=names,
+        dns_names=tuple(sorted(certificate.sans_dns or ())),
         expiry=certificate.expiry_time,
     )
 
 
-_ROBUST_REQUIRER: type[TLSCertificatesRequiresV4] | None = None
-
-
+@functools.cache
 def _robust_requirer_class() -> type[TLSCertificatesRequiresV4]:
     """``TLSCertificatesRequiresV4``, but a malformed provider certificate is skipped, not raised.
 
@@ -308,37 +318,34 @@ def _robust_requirer_class() -> type[TLSCertificatesRequiresV4]:
     and raises ``TLSCertificatesError`` on the first malformed one, from its own event handlers:
     the hook would fail. This subclass drops that entry only (the others still count).
     """
-    global _ROBUST_REQUIRER  # noqa: PLW0603 - one class, built on first use
-    if _ROBUST_REQUIRER is None:
-        import logging
+    import logging
 
-        from charmlibs.interfaces import tls_certificates
-        from charmlibs.interfaces.tls_certificates import _tls_certificates as impl
+    from charmlibs.interfaces import tls_certificates
+    from charmlibs.interfaces.tls_certificates import _tls_certificates as impl
 
-        logger = logging.getLogger(__name__)
+    logger = logging.getLogger(__name__)
 
-        class _Requirer(tls_certificates.TLSCertificatesRequiresV4):
-            def _load_provider_certificates(self) -> list[ProviderCertificate]:
-                relation = self.model.get_relation(self.relationship_name)
-                if not relation or not relation.app:
-                    return []
+    class _Requirer(tls_certificates.TLSCertificatesRequiresV4):
+        def _load_provider_certificates(self) -> list[ProviderCertificate]:
+            relation = self.model.get_relation(self.relationship_name)
+            if not relation or not relation.app:
+                return []
+            try:
+                data = impl._ProviderApplicationData.load(relation.data[relation.app])
+            except (impl.DataValidationError, ops.ModelError):
+                logger.warning("%s: the provider's certificates are not readable", relation.name)
+                return []
+            certificates: list[ProviderCertificate] = []
+            for index, entry in enumerate(data.certificates):
                 try:
-                    data = impl._ProviderApplicationData.load(relation.data[relation.app])
-                except (impl.DataValidationError, ops.ModelError):
-                    logger.warning("%s: the provider's certificates are not readable", relation.name)
-                    return []
-                certificates: list[ProviderCertificate] = []
-                for index, entry in enumerate(data.certificates):
-                    try:
-                        certificates.append(entry.to_provider_certificate(relation_id=relation.id))
-                    except (tls_certificates.TLSCertificatesError, ValueError, TypeError):
-                        logger.warning(
-                            "%s: certificates[%d] from %s is malformed; ignored",
-                            relation.name,
-                            index,
-                            relation.app.name,
-                        )
-                return certificates
+                    certificates.append(entry.to_provider_certificate(relation_id=relation.id))
+                except (tls_certificates.TLSCertificatesError, ValueError, TypeError):
+                    logger.warning(
+                        "%s: certificates[%d] from %s is malformed; ignored",
+                        relation.name,
+                        index,
+                        relation.app.name,
+                    )
+            return certificates
 
-        _ROBUST_REQUIRER = _Requirer
-    return _ROBUST_REQUIRER
+    return _Requirer
