@@ -155,6 +155,54 @@ def test_labels_come_back_after_juju_resets_the_statefulset(
     assert coordinator.template_labels()[PART_OF_LABEL] == APP
 
 
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_steady_reads_between_and_on_update_status_and_a_service_reset_repaired(
+    ctx: Ctx,
+    k8s_client: Client,
+    namespace: str,
+    juju_app: MakeApp,
+    authorization_policy_crd: type[GenericNamespacedResource],
+    request_log: RequestLog,
+    tmp_path: Path,
+):
+    coordinator = juju_app(APP, namespace)
+    mesh = mesh_relation()
+    out = ctx.run(ctx.on.config_changed(), _state(namespace, tmp_path, worker_relation("w1"), mesh))
+    wanted = {PART_OF_LABEL: APP, **MESH_LABELS}
+
+    # Between update-status hooks: the StatefulSet and the owned policies, nothing else.
+    request_log.clear()
+    out = ctx.run(ctx.on.config_changed(), out)
+    assert sorted((r.method, r.resource) for r in request_log.requests) == [
+        ("GET", "authorizationpolicies"),  # a LIST (the collection)
+        ("GET", "statefulsets"),
+    ]
+    # update-status, the periodic check, reads the Service too.
+    request_log.clear()
+    out = ctx.run(ctx.on.update_status(), out)
+    assert request_log.writes() == []
+    assert sorted(r.resource for r in request_log.requests) == [
+        "authorizationpolicies",
+        "services",
+        "statefulsets",
+    ]
+
+    # Someone replaces the Service with Juju's labels only: the next update-status repairs it.
+    service = coordinator.service()
+    assert service.metadata is not None
+    service.metadata.labels = {
+        "app.kubernetes.io/name": APP,
+        "app.kubernetes.io/managed-by": "juju",
+    }
+    k8s_client.replace(service)
+    out = ctx.run(ctx.on.config_changed(), out)
+    assert not wanted.items() <= coordinator.service_labels().items()  # not seen yet
+    request_log.clear()
+    ctx.run(ctx.on.update_status(), out)
+    assert wanted.items() <= coordinator.service_labels().items()
+    assert [(r.method, r.resource) for r in request_log.writes()] == [("PATCH", "services")]
+
+
 @pytest.mark.usefixtures("untrusted_kubeconfig_env")
 def test_without_trust_the_hook_succeeds_blocked_with_the_command(
     ctx: Ctx, namespace: str, juju_app: MakeApp, tmp_path: Path

@@ -63,7 +63,7 @@ def test_calls_table_has_every_case_and_consistent_counts(output: str):
 def test_steady_state_writes_nothing_and_non_leaders_call_nothing(output: str):
     calls = parse_sections(output)["Kubernetes API calls per hook"]
     steady = [row for row in calls if row["hook"].startswith(k8s_calls.STEADY)]
-    assert len(steady) == 6
+    assert len(steady) == 8
     for row in steady:
         assert row["writes"] == "0", row
         assert int(row["total"]) > 0, "a steady-state hook still checks Kubernetes"

@@ -180,16 +180,23 @@ def test_unreadable_memory_is_replaced(k8s_client: Client, app: JujuApp):
 
 
 class DictCache:
-    """A ``LabelCache`` in memory (the charms keep theirs in ``ops``' unit state)."""
+    """A ``LabelCache`` in memory (the charms keep theirs in ``ops``' unit state).
 
-    def __init__(self) -> None:
+    ``periodic``: whether the hook is one of the periodic check (``update-status``).
+    """
+
+    def __init__(self, *, periodic: bool = True) -> None:
         self.labels: dict[str, str] | None = None
+        self.periodic = periodic
 
     def recall(self) -> dict[str, str] | None:
         return None if self.labels is None else dict(self.labels)
 
     def remember(self, labels: Mapping[str, str]) -> None:
         self.labels = dict(labels)
+
+    def service_check_due(self) -> bool:
+        return self.periodic
 
 
 def reconcile_cached(client: Client, app: JujuApp, labels: dict[str, str], cache: DictCache):
@@ -198,7 +205,7 @@ def reconcile_cached(client: Client, app: JujuApp, labels: dict[str, str], cache
     )
 
 
-def test_with_the_cache_the_steady_state_reads_two_objects(
+def test_with_the_cache_a_periodic_hook_reads_both_objects(
     k8s_client: Client, app: JujuApp, request_log: RequestLog
 ):
     cache = DictCache()
@@ -249,3 +256,88 @@ def test_a_stale_cache_does_not_skip_a_write(k8s_client: Client, app: JujuApp):
 
     assert reconcile_cached(k8s_client, app, MESH, cache) is False  # in place: nothing to write
     assert cache.labels == MESH
+
+
+# --- When each object is read (docs/explanation/labels-and-policies.md) -------------------------
+
+
+def settled(client: Client, app: JujuApp, request_log: RequestLog) -> DictCache:
+    """The labels applied on a first hook; a cache of a hook between periodic ones."""
+    cache = DictCache()
+    assert reconcile_cached(client, app, MESH, cache) is True
+    cache.periodic = False
+    request_log.clear()
+    return cache
+
+
+def test_between_periodic_hooks_the_steady_state_reads_only_the_statefulset(
+    k8s_client: Client, app: JujuApp, request_log: RequestLog
+):
+    cache = settled(k8s_client, app, request_log)
+
+    assert reconcile_cached(k8s_client, app, MESH, cache) is False
+
+    assert [(r.method, r.resource) for r in request_log.requests] == [("GET", "statefulsets")]
+
+
+def test_statefulset_drift_between_periodic_hooks_checks_the_service_too(
+    k8s_client: Client, app: JujuApp, request_log: RequestLog
+):
+    cache = settled(k8s_client, app, request_log)
+    app.juju_reset()
+    request_log.clear()
+
+    assert reconcile_cached(k8s_client, app, MESH, cache) is True
+
+    assert app.template_labels() == {**JUJU, **MESH}
+    assert {r.resource for r in request_log.requests} >= {"statefulsets", "services"}
+    assert [(r.method, r.resource) for r in request_log.writes()] == [("PATCH", "statefulsets")]
+
+
+def strip_service_labels(client: Client, app: JujuApp) -> None:
+    """Replace the Service with only Juju's labels (``kubectl replace`` of an older manifest)."""
+    service = app.service()
+    assert service.metadata is not None
+    service.metadata.labels = {JUJU_NAME: app.name, "app.kubernetes.io/managed-by": "juju"}
+    client.replace(service)
+
+
+JUJU_NAME = "app.kubernetes.io/name"
+
+
+def test_a_service_reset_is_repaired_on_the_next_periodic_hook(
+    k8s_client: Client, app: JujuApp, request_log: RequestLog
+):
+    cache = settled(k8s_client, app, request_log)
+    strip_service_labels(k8s_client, app)
+    request_log.clear()
+
+    # Between periodic hooks the Service is not read: nothing says it changed.
+    assert reconcile_cached(k8s_client, app, MESH, cache) is False
+    assert [(r.method, r.resource) for r in request_log.requests] == [("GET", "statefulsets")]
+    assert not MESH.items() <= app.service_labels().items()
+
+    cache.periodic = True  # update-status
+    request_log.clear()
+    assert reconcile_cached(k8s_client, app, MESH, cache) is True
+
+    assert MESH.items() <= app.service_labels().items()
+    assert [(r.method, r.resource) for r in request_log.writes()] == [("PATCH", "services")]
+    assert app.template_labels() == {**JUJU, **MESH}
+
+
+def test_a_change_between_periodic_hooks_is_written_to_both_objects(
+    k8s_client: Client, app: JujuApp, request_log: RequestLog
+):
+    cache = settled(k8s_client, app, request_log)
+    without_mesh = {"app.kubernetes.io/part-of": "coord"}
+
+    assert reconcile_cached(k8s_client, app, without_mesh, cache) is True
+
+    assert app.template_labels() == {**JUJU, **without_mesh}
+    assert app.service_labels() == {
+        **JUJU,
+        "app.kubernetes.io/managed-by": "juju",
+        **without_mesh,
+    }
+    assert cache.labels == without_mesh

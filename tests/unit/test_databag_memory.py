@@ -125,3 +125,38 @@ def test_the_label_memory_is_kept_across_hooks_and_forgotten_with_leadership():
     ctx.run(ctx.on.update_status(), elected)
     ctx.run(ctx.on.update_status(), dataclasses.replace(out, leader=False))
     assert _RememberingCharm.seen[1:] == [None, None]
+
+
+class _PeriodicCharm(ops.CharmBase):
+    """Records, in each hook, whether the label memory says a check of the Service is due."""
+
+    seen: typing.ClassVar[list[bool]] = []
+
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        self.memory = DatabagMemory(self, "memory")
+        for event in (
+            self.on.update_status,
+            self.on.upgrade_charm,
+            self.on.config_changed,
+            self.on.leader_elected,
+        ):
+            framework.observe(event, self._record)
+
+    def _record(self, _: ops.EventBase) -> None:
+        self.seen.append(self.memory.label_memory().service_check_due())
+
+
+def test_the_service_check_is_due_on_update_status_and_upgrade_charm_only():
+    ctx = testing.Context(_PeriodicCharm, meta={"name": "periodic"})
+    _PeriodicCharm.seen.clear()
+    state = testing.State(leader=True)
+    for event in (
+        ctx.on.config_changed(),
+        ctx.on.update_status(),
+        ctx.on.leader_elected(),
+        ctx.on.upgrade_charm(),
+        ctx.on.config_changed(),
+    ):
+        state = ctx.run(event, state)
+    assert _PeriodicCharm.seen == [False, True, False, True, False]

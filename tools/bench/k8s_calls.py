@@ -13,10 +13,12 @@ Cases, in order (one model for the no-mesh and Istio-missing cases, one for the 
 * coordinator leader, no mesh, 2 worker apps: first hook (``config-changed``), steady state
   (``update-status``);
 * coordinator leader, mesh, 2 worker apps: first hook (``service-mesh-relation-changed``),
-  steady state;
+  steady state on ``update-status`` (the periodic check, which reads the Service too) and on
+  another hook (``config-changed``);
 * coordinator non-leader, mesh;
 * worker leader (given the data the coordinator just published): first hook
-  (``cluster-relation-changed``), steady state; worker non-leader;
+  (``cluster-relation-changed``), steady state (``update-status``, ``config-changed``); worker
+  non-leader;
 * mesh removed: the coordinator's ``service-mesh-relation-broken``, the steady state after it,
   and the worker leader receiving the labels without the mesh's;
 * then Istio's CRD is deleted: coordinator leader, mesh related, Istio missing (first hook and
@@ -94,6 +96,7 @@ ANCHOR = {
 }
 """The anchor's calls per hook (``coordinated-workers`` 4.1.4, counting fake client)."""
 STEADY = "steady state"
+MESHED_LEADER = "coordinator leader, mesh, 2 worker apps"
 
 
 class EnvtestUnavailableError(Exception):
@@ -321,14 +324,16 @@ class Bench:
 
     def mesh(self) -> testing.State | None:
         """Coordinator leader, mesh, 2 worker apps: first hook and steady state."""
-        ctx, case = self.coordinator, "coordinator leader, mesh, 2 worker apps"
+        ctx, case = self.coordinator, MESHED_LEADER
         state = _coordinator_state(self.meshed, self.workdir / "leader", leader=True, mesh=True)
         event = ctx.on.relation_changed(_relation(state, "service-mesh"), remote_unit=0)
         out = self.run(case, "first hook (service-mesh-relation-changed)", ctx, event, state)
         if out is None:
             return None
         steady = self.run(case, f"{STEADY} (update-status)", ctx, ctx.on.update_status(), out)
-        return steady or out
+        out = steady or out
+        between = self.run(case, f"{STEADY} (config-changed)", ctx, ctx.on.config_changed(), out)
+        return between or out
 
     def coordinator_non_leader(self) -> None:
         """Coordinator non-leader, mesh (the leader has set everything up)."""
@@ -346,6 +351,9 @@ class Bench:
         out = self.run(case, "first hook (cluster-relation-changed)", ctx, event, state)
         if out is not None:
             out = self.run(case, f"{STEADY} (update-status)", ctx, ctx.on.update_status(), out)
+        if out is not None:
+            hook = f"{STEADY} (config-changed)"
+            out = self.run(case, hook, ctx, ctx.on.config_changed(), out) or out
         state = _worker_state(self.meshed, self.workdir / "worker-2", published, leader=False)
         self.run("worker non-leader", "update-status", ctx, ctx.on.update_status(), state)
         return out
@@ -421,12 +429,19 @@ def calls_section(hooks: Sequence[HookCalls]) -> str:
     ]
     headers = ["case", "hook", *VERBS, "total", "writes", "anchor"]
     steady_writes = sum(h.writes for h in hooks if h.steady)
+    steady_reads = [
+        f"{h.case} {h.hook.removeprefix(STEADY).strip()}: {h.total}"
+        for h in hooks
+        if h.steady and h.case in (MESHED_LEADER, "worker leader")
+    ]
     return section(
         "Kubernetes API calls per hook",
         markdown_table(headers, rows),
         [
             "GET: one object; LIST: a collection. The anchor's figure is per hook, every hook.",
             f"steady-state writes: {steady_writes}",
+            "steady-state reads (target <= 2; update-status is the periodic check): "
+            + "; ".join(steady_reads),
             f"non-leader calls: {sum(h.total for h in hooks if 'non-leader' in h.case)}",
         ],
     )

@@ -50,10 +50,26 @@ class DatabagMemory(ops.Object):
         super().__init__(charm, key)
         self._charm = charm
         self._stored.set_default(digests={}, values={})
+        self._periodic = False
         self.framework.observe(charm.on.leader_elected, self._on_leader_elected)
+        self.framework.observe(charm.on.update_status, self._on_periodic)
+        self.framework.observe(charm.on.upgrade_charm, self._on_periodic)
 
     def _on_leader_elected(self, _: ops.LeaderElectedEvent) -> None:
         self.forget_app()
+
+    def _on_periodic(self, _: ops.EventBase) -> None:
+        self._periodic = True
+
+    @property
+    def periodic_check(self) -> bool:
+        """Whether this dispatch is ``update-status`` or ``upgrade-charm``: check everything again.
+
+        ``update-status`` is Juju's only periodic hook; ``upgrade-charm`` follows a refresh, when
+        Juju rewrites the StatefulSet and the Service. Why these:
+        ``docs/explanation/labels-and-policies.md#when-each-object-is-read``.
+        """
+        return self._periodic
 
     def forget_app(self) -> None:
         """Forget everything only the leader writes (the next writes read first)."""
@@ -118,6 +134,10 @@ class LeaderLabelMemory:
     def remember(self, labels: Mapping[str, str]) -> None:
         """Record the labels just applied (and recorded in Kubernetes)."""
         self._memory._remember("k8s-labels", dict(sorted(labels.items())))  # pyright: ignore[reportPrivateUsage]
+
+    def service_check_due(self) -> bool:
+        """Whether this hook is one of the periodic check (:attr:`DatabagMemory.periodic_check`)."""
+        return self._memory.periodic_check
 
 
 def _digest(values: Mapping[str, str | None]) -> str:

@@ -46,8 +46,9 @@ logger = logging.getLogger(__name__)
 class LabelCache(Protocol):
     """A copy of the label memory kept by the leader across hooks (``charm.memory``).
 
-    With one, a hook whose labels are all in place reads only the StatefulSet and the Service;
-    any write is still planned from the ConfigMap itself.
+    With one, a hook whose labels are all in place reads only the StatefulSet, or the StatefulSet
+    and the Service when :meth:`service_check_due`; any write is still planned from the ConfigMap
+    itself.
     """
 
     def recall(self) -> dict[str, str] | None:
@@ -56,6 +57,14 @@ class LabelCache(Protocol):
 
     def remember(self, labels: Mapping[str, str]) -> None:
         """Record what the ConfigMap now holds."""
+        ...
+
+    def service_check_due(self) -> bool:
+        """Whether this hook must read the Service even when the StatefulSet is in place.
+
+        True on the hooks of the periodic check (``update-status``, ``upgrade-charm``): Juju
+        never removes our labels, so only someone else can, and no hook says when.
+        """
         ...
 
 
@@ -250,10 +259,14 @@ def _write_memory(
 
 @dataclasses.dataclass(frozen=True)
 class _Objects:
-    """The labels on our StatefulSet's pod template and Service, and its selector's keys."""
+    """The labels on our StatefulSet's pod template and Service, and its selector's keys.
+
+    ``service`` is ``None`` when the Service was not read: it is then taken to carry what the
+    StatefulSet does (a plan can only find that the StatefulSet is in place, or not).
+    """
 
     statefulset: Mapping[str, str]
-    service: Mapping[str, str]
+    service: Mapping[str, str] | None
     selector: Collection[str]
 
     def plan(self, wanted: Mapping[str, str], previous: Mapping[str, str]) -> LabelPlan:
@@ -261,7 +274,7 @@ class _Objects:
             wanted,
             previous=previous,
             statefulset_labels=self.statefulset,
-            service_labels=self.service,
+            service_labels=self.statefulset if self.service is None else self.service,
             selector=self.selector,
         )
 
@@ -269,6 +282,12 @@ class _Objects:
 def _ours(wanted: Mapping[str, str], plan: LabelPlan) -> dict[str, str]:
     """The wanted labels that are ours to set and remember (not someone else's)."""
     return {key: value for key, value in wanted.items() if key not in plan.not_ours}
+
+
+def _in_place(objects: _Objects, wanted: Mapping[str, str], cached: Mapping[str, str]) -> bool:
+    """Whether ``objects`` carry ``wanted`` and the cache records it: nothing to write."""
+    plan = objects.plan(wanted, cached)
+    return dict(cached) == _ours(wanted, plan) and not plan.writes
 
 
 def _plan_with_cache(
@@ -316,9 +335,11 @@ def reconcile_charm_labels(
         app_name: the Juju application (its StatefulSet and Service have this name).
         namespace: the Juju model's namespace.
         labels: the complete set of labels this application's pods must carry.
-        cache: what this leader recorded last; when it is ``labels`` and both objects carry
-            them, the memory ConfigMap is not read (two reads in all). Whatever it holds is also
-            taken as applied by us, so a memory deleted out of band cannot hide stale labels.
+        cache: what this leader recorded last. When it is ``labels`` and the StatefulSet
+            carries them, that is the only read, unless the cache says a check of the Service is
+            due (then two reads); the memory ConfigMap is read only when something differs.
+            Whatever the cache holds is also taken as applied by us, so a memory deleted out of
+            band cannot hide stale labels.
 
     Returns:
         Whether anything was written.
@@ -337,19 +358,23 @@ def reconcile_charm_labels(
     cached = cache.recall() if cache is not None else None
     with api_errors(app_name=app_name):
         statefulset = client.get(StatefulSet, app_name, namespace=namespace)
-        service = client.get(Service, app_name, namespace=namespace)
         spec = statefulset.spec
         template_meta = spec.template.metadata if spec else None
         selector = (spec.selector.matchLabels if spec else None) or {}
         objects = _Objects(
             statefulset=(template_meta.labels if template_meta else None) or {},
-            service=(service.metadata.labels if service.metadata else None) or {},
+            service=None,
             selector=tuple(selector),
         )
-        if cached is not None:
-            steady = objects.plan(wanted, cached)
-            if cached == _ours(wanted, steady) and not steady.writes:
-                return False  # the steady state: in place, and recorded as such
+        between_checks = cache is not None and not cache.service_check_due()
+        if cached is not None and between_checks and _in_place(objects, wanted, cached):
+            return False  # the StatefulSet is in place; the Service is checked periodically
+        service = client.get(Service, app_name, namespace=namespace)
+        objects = dataclasses.replace(
+            objects, service=(service.metadata.labels if service.metadata else None) or {}
+        )
+        if cached is not None and _in_place(objects, wanted, cached):
+            return False  # the steady state: in place, and recorded as such
         config_map = _get_memory(client, app_name=app_name, namespace=namespace)
         recorded = {} if config_map is None else _parse_memory(config_map, app_name=app_name)
         plan = _plan_with_cache(wanted, recorded=recorded, cached=cached or {}, objects=objects)
