@@ -20,11 +20,16 @@ def pull_text(container: ops.Container, path: str) -> str | None:
         return None
 
 
-def push_if_changed(container: ops.Container, path: str, text: str) -> bool:
-    """Write ``text`` to ``path`` unless the file already holds it; True if it wrote."""
+def push_if_changed(
+    container: ops.Container, path: str, text: str, *, permissions: int | None = None
+) -> bool:
+    """Write ``text`` to ``path`` unless the file already holds it; True if it wrote.
+
+    ``permissions`` is the mode of a written file (Pebble's default, 0644, when ``None``).
+    """
     if pull_text(container, path) == text:
         return False
-    container.push(path, text, make_dirs=True)
+    container.push(path, text, make_dirs=True, permissions=permissions)
     logger.info("%s: %s changed (%d bytes)", container.name, path, len(text))
     return True
 

@@ -26,6 +26,7 @@ from coordinated_mesh.coordinator.status import (
     KubernetesFailure,
     KubernetesFailureKind,
 )
+from coordinated_mesh.coordinator.tls import remove_tls_files, write_tls_files
 from coordinated_mesh.k8s.client import CRDMissingError, ForbiddenError, KubernetesError
 from coordinated_mesh.mesh.cluster_policies import cluster_member_labels, held_labels
 from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
@@ -112,6 +113,29 @@ def _reload_nginx(container: ops.Container, outcome: Outcome) -> None:
         outcome.proxy.append(f"nginx reload failed, the previous configuration serves: {detail}")
 
 
+def _configure_nginx(container: ops.Container, decision: Decision, outcome: Outcome) -> bool:
+    """TLS files, then the configuration and the layer; one reload for both; stale files last.
+
+    The certificate and key are in place before nginx may read them; a renewed certificate
+    alone (the configuration unchanged) is one reload, which keeps every connection. Files of a
+    certificate no longer served are removed only after nginx stopped reading them.
+    """
+    files_changed = write_tls_files(container, decision.tls_files)
+    changed = push_and_reload(
+        container,
+        path=NGINX_CONFIG_PATH,
+        text=decision.nginx_config,
+        layer_label=container.name,
+        layer=nginx_layer(),
+        reload=lambda: _reload_nginx(container, outcome),
+    )
+    if files_changed and not changed:
+        logger.info("TLS files changed: reloading nginx")
+        _reload_nginx(container, outcome)
+    removed = remove_tls_files(container, decision.stale_tls_paths)
+    return files_changed or changed or removed
+
+
 def apply_workload(
     charm: ops.CharmBase,
     spec: CoordinatorSpec,
@@ -155,17 +179,7 @@ def apply_workload(
     nginx = charm.unit.get_container(nginx_container)
     exporter = charm.unit.get_container(exporter_container)
     steps: list[tuple[ops.Container, Callable[[], object]]] = [
-        (
-            nginx,
-            lambda: push_and_reload(
-                nginx,
-                path=NGINX_CONFIG_PATH,
-                text=decision.nginx_config,
-                layer_label=nginx.name,
-                layer=nginx_layer(),
-                reload=lambda: _reload_nginx(nginx, outcome),
-            ),
-        ),
+        (nginx, lambda: _configure_nginx(nginx, decision, outcome)),
         (
             exporter,
             lambda: ensure_layer(

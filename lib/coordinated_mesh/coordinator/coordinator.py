@@ -31,14 +31,16 @@ from coordinated_mesh.coordinator.decide import (
     default_mesh_policies,
 )
 from coordinated_mesh.coordinator.kubernetes import KubernetesBackend, make_kubernetes_backend
-from coordinated_mesh.coordinator.snapshot import Snapshot, observe
+from coordinated_mesh.coordinator.snapshot import Snapshot, TlsSources, observe
 from coordinated_mesh.coordinator.status import Observations, unit_statuses
 from coordinated_mesh.k8s.client import ClientFactory
 from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
 from coordinated_mesh.mesh.policies import AppPolicy, UnitPolicy
-from coordinated_mesh.parse import parse_cluster_domain, shorten
+from coordinated_mesh.parse import parse_cluster_domain, shorten, unit_fqdn
 from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
 from coordinated_mesh.proxy.nginx import NginxSettings
+from coordinated_mesh.relations.certificate_transfer import TrustedCas
+from coordinated_mesh.relations.certificates import ServerCertificates
 from coordinated_mesh.relations.endpoints import CoordinatorEndpoints
 
 __all__ = ["Coordinator"]
@@ -76,6 +78,12 @@ class Coordinator(Reconciler[KubernetesBackend]):
             ``worker_query_api`` is published; ``None`` serves the route without publishing it.
             Unused without ``worker_query_api``.
         mesh_endpoint: the ``service_mesh`` relation to the beacon.
+        certificates_endpoint: the ``tls-certificates`` relation for the proxy's server
+            certificate (each unit requests one for the Service FQDN and its own FQDN); while a
+            certificate is served, every proxied URL is ``https``. ``None``: never TLS.
+        receive_ca_cert_endpoint: the ``certificate_transfer`` relation whose CAs the proxy
+            trusts, besides the system bundle, to verify TLS backends. ``None``: the system
+            bundle only.
         cross_model_mesh_requires_endpoint: the ``cross_model_mesh`` relation we require.
         cross_model_mesh_provides_endpoint: the ``cross_model_mesh`` relation we provide.
         nginx_container: the container running nginx.
@@ -86,6 +94,8 @@ class Coordinator(Reconciler[KubernetesBackend]):
         kubernetes_backend_factory: builds the whole Kubernetes backend (tests pass a fake);
             takes precedence over ``kubernetes_client_factory``.
         resolv_conf: where to read the DNS resolvers nginx uses (default ``/etc/resolv.conf``).
+        system_ca_bundle: the system CA bundle trusted for TLS backends (default the charm
+            container's ``/etc/ssl/certs/ca-certificates.crt``).
         cluster_domain: the Kubernetes cluster's DNS domain, in the Service and unit names
             handed to workers and scrapers.
         nginx_upstream_resolve: the ``nginx_container`` image's nginx is 1.27.3 or newer
@@ -119,6 +129,8 @@ class Coordinator(Reconciler[KubernetesBackend]):
         workload_tracing_endpoint: str = "workload-tracing",
         grafana_source_endpoint: str | None = "grafana-source",
         mesh_endpoint: str = "service-mesh",
+        certificates_endpoint: str | None = "certificates",
+        receive_ca_cert_endpoint: str | None = "receive-ca-cert",
         cross_model_mesh_requires_endpoint: str = "require-cmr-mesh",
         cross_model_mesh_provides_endpoint: str = "provide-cmr-mesh",
         nginx_container: str = "nginx",
@@ -127,6 +139,7 @@ class Coordinator(Reconciler[KubernetesBackend]):
         kubernetes_client_factory: ClientFactory | None = None,
         kubernetes_backend_factory: Callable[..., KubernetesBackend] | None = None,
         resolv_conf: str | None = None,
+        system_ca_bundle: str | None = None,
         cluster_domain: str = "cluster.local",
         nginx_upstream_resolve: bool = False,
     ):
@@ -141,6 +154,8 @@ class Coordinator(Reconciler[KubernetesBackend]):
             mesh=mesh_endpoint,
             cross_model_mesh_requires=cross_model_mesh_requires_endpoint,
             cross_model_mesh_provides=cross_model_mesh_provides_endpoint,
+            certificates=certificates_endpoint,
+            receive_ca_cert=receive_ca_cert_endpoint,
         )
         relations = {
             cluster_endpoint: "cluster_endpoint",
@@ -150,6 +165,14 @@ class Coordinator(Reconciler[KubernetesBackend]):
             charm_tracing_endpoint: "charm_tracing_endpoint",
             workload_tracing_endpoint: "workload_tracing_endpoint",
         }
+        if certificates_endpoint is not None:
+            relations[certificates_endpoint] = (
+                "certificates_endpoint (interface tls-certificates; or pass None)"
+            )
+        if receive_ca_cert_endpoint is not None:
+            relations[receive_ca_cert_endpoint] = (
+                "receive_ca_cert_endpoint (interface certificate_transfer; or pass None)"
+            )
         if endpoints.grafana_source is not None:
             relations[endpoints.grafana_source] = (
                 "grafana_source_endpoint, where worker_query_api is published "
@@ -184,9 +207,23 @@ class Coordinator(Reconciler[KubernetesBackend]):
         self._nginx_container = nginx_container
         self._exporter_container = exporter_container
         self._resolv_conf = resolv_conf
+        self._system_ca_bundle = system_ca_bundle
         self._cluster_domain = parse_cluster_domain(cluster_domain)
         self._observations: Observations | None = None
         self._migration.set_default(checked=False)
+        identity_names = self._certificate_names
+        self.certificates = (
+            ServerCertificates(charm, names=identity_names, endpoint=certificates_endpoint)
+            if certificates_endpoint is not None
+            else None
+        )
+        """The proxy's server certificate (``None`` without ``certificates_endpoint``)."""
+        self.trusted_cas = (
+            TrustedCas(charm, endpoint=receive_ca_cert_endpoint)
+            if receive_ca_cert_endpoint is not None
+            else None
+        )
+        """The CAs trusted for TLS backends (``None`` without ``receive_ca_cert_endpoint``)."""
 
         self.external_policies: list[AppPolicy | UnitPolicy] = [
             *default_mesh_policies(
@@ -208,6 +245,19 @@ class Coordinator(Reconciler[KubernetesBackend]):
 
     # --- Reconcile ------------------------------------------------------------------------------
 
+    def _certificate_names(self) -> list[str]:
+        """What the unit's certificate covers: the Service FQDN (what clients use), its FQDN."""
+        model = self._charm.model
+        app = self._charm.app.name
+        service = f"{app}.{model.name}.svc.{self._cluster_domain}"
+        unit = unit_fqdn(
+            self._charm.unit.name,
+            app_name=app,
+            model_name=model.name,
+            cluster_domain=self._cluster_domain,
+        )
+        return [service, unit]
+
     def observe(self) -> Snapshot:
         """Everything this hook reads, once (see :class:`~.snapshot.Snapshot`)."""
         return observe(
@@ -217,6 +267,13 @@ class Coordinator(Reconciler[KubernetesBackend]):
             cluster_domain=self._cluster_domain,
             worker_config=self._worker_config,
             resolv_conf=self._resolv_conf,
+            tls=TlsSources(
+                certificates=self.certificates,
+                trusted_cas=self.trusted_cas,
+                nginx_container=self._nginx_container,
+                nginx_settings=self._spec.nginx_settings,
+                system_ca_bundle=self._system_ca_bundle,
+            ),
         )
 
     def reconcile(self) -> None:
@@ -291,7 +348,9 @@ class Coordinator(Reconciler[KubernetesBackend]):
         def log(text: str) -> None:
             event.log(shorten(text, MAX_ACTION_LOG))
 
+        results["tls"] = json.dumps(_tls_summary(snapshot, decision), sort_keys=True)
         log(f"mesh: {results['mesh']}")
+        log(f"tls: {results['tls']}")
         log(f"labels wanted: {results['labels-wanted']}")
         log(f"{len(external)} external and {len(wanted_internal)} cluster policies wanted")
         failures: list[Any] = []
@@ -344,7 +403,25 @@ def _observations(snapshot: Snapshot, decision: Decision, outcome: Outcome) -> O
         relations=relation_problems,
         workload=outcome.workload,
         proxy=[*own, *outcome.proxy],
+        tls_waiting=snapshot.tls.waiting,
+        tls_expiry=snapshot.tls.certificate.expiry
+        if decision.proxy.tls and snapshot.tls.certificate
+        else None,
     )
+
+
+def _tls_summary(snapshot: Snapshot, decision: Decision) -> dict[str, Any]:
+    """What ``show-mesh`` says of TLS: served or not, for which names, until when."""
+    tls = snapshot.tls
+    certificate = tls.certificate if decision.proxy.tls else None
+    return {
+        "related": tls.related,
+        "served": certificate is not None,
+        "names": list(certificate.dns_names) if certificate else [],
+        "expiry": certificate.expiry.isoformat() if certificate else None,
+        "renewal-pending": tls.kept,
+        "trusted-cas": len(tls.trusted_cas),
+    }
 
 
 def _summarize_policy(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from coordinated_mesh.coordinator.snapshot import Snapshot
+from coordinated_mesh.coordinator.tls import TlsFile, tls_files
 from coordinated_mesh.mesh.cluster_policies import build_cluster_policies, held_labels, pod_labels
 from coordinated_mesh.mesh.policies import AppPolicy, Endpoint, MeshPolicy, Method, UnitPolicy
 from coordinated_mesh.parse import Problem
@@ -65,7 +66,11 @@ class Decision:
     """The cluster databag when the policies are in place (or the mesh is not wanted)."""
     tracing_protocols: Mapping[str, tuple[str, ...]]
     """What to request from each tracing endpoint: what the proxy can forward."""
-    problems: tuple[Problem, ...]
+    tls_files: tuple[TlsFile, ...] = ()
+    """The files nginx reads for TLS (written before it reloads), the key first."""
+    stale_tls_paths: tuple[str, ...] = ()
+    """The server certificate files no longer served (removed once nginx stopped reading them)."""
+    problems: tuple[Problem, ...] = ()
     """Remote data dropped while reading or planning, deduplicated, in order."""
 
     def held_app_data(
@@ -117,6 +122,8 @@ def _unique(problems: Sequence[Problem]) -> tuple[Problem, ...]:
 def decide(spec: CoordinatorSpec, snapshot: Snapshot) -> Decision:
     """What the coordinator wants, given what it observed (pure)."""
     app = snapshot.identity.app_name
+    certificate = snapshot.tls.certificate
+    trust = snapshot.tls.upstream_trust
     proxy = build_telemetry_proxy(
         TelemetryProxyInputs(
             identity=snapshot.identity,
@@ -129,6 +136,26 @@ def decide(spec: CoordinatorSpec, snapshot: Snapshot) -> Decision:
             resolvers=snapshot.resolvers,
             endpoints=snapshot.endpoints,
             worker_query_api=spec.query_api,
+            server_ca_cert=certificate.ca if certificate is not None else None,
+            upstream_trust=bool(trust),
+        )
+    )
+    settings = spec.nginx_settings
+    files = tls_files(
+        certificate if proxy.tls else None,
+        trust,
+        server_cert_path=settings.server_cert_path,
+        server_key_path=settings.server_key_path,
+        server_ca_path=settings.server_ca_path,
+        upstream_ca_path=settings.upstream_ca_path,
+    )
+    stale = (
+        ()
+        if proxy.tls
+        else (
+            settings.server_key_path,
+            settings.server_cert_path,
+            settings.server_ca_path,
         )
     )
     labels = pod_labels(app, snapshot.mesh.labels if snapshot.mesh.active else None)
@@ -151,5 +178,7 @@ def decide(spec: CoordinatorSpec, snapshot: Snapshot) -> Decision:
         ),
         app_data=app_data,
         tracing_protocols=_tracing_protocols(spec, snapshot),
+        tls_files=files,
+        stale_tls_paths=stale,
         problems=_unique([*snapshot.problems, *proxy.problems]),
     )

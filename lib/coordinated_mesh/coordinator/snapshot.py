@@ -10,12 +10,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import ops
 
+from coordinated_mesh.coordinator.tls import (
+    SYSTEM_CA_BUNDLE,
+    TlsState,
+    read_system_ca_bundle,
+    served_certificate,
+)
 from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
 from coordinated_mesh.parse import Problem, nameservers_from_resolv_conf, unit_fqdn
+from coordinated_mesh.proxy.nginx import NginxSettings
 from coordinated_mesh.proxy.plan import CoordinatorIdentity
+from coordinated_mesh.relations.certificate_transfer import TrustedCas
+from coordinated_mesh.relations.certificates import ServerCertificates, is_waiting
 from coordinated_mesh.relations.cluster import (
     CoordinatorAppData,
     JujuTopology,
@@ -28,7 +38,14 @@ from coordinated_mesh.relations.loki_push_api import read_loki_push_urls
 from coordinated_mesh.relations.remote_write import read_remote_write_urls
 from coordinated_mesh.relations.tracing import read_tracing_receivers
 
-__all__ = ["RESOLV_CONF", "MeshState", "Snapshot", "observe", "read_published_labels"]
+__all__ = [
+    "RESOLV_CONF",
+    "MeshState",
+    "Snapshot",
+    "TlsSources",
+    "observe",
+    "read_published_labels",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +95,8 @@ class Snapshot:
     mesh: MeshState = field(default_factory=MeshState)
     worker_config: str | None = None
     """The charm's workload configuration for the workers (its callback's result)."""
+    tls: TlsState = field(default_factory=TlsState)
+    """The server certificate to serve and the CAs to trust for TLS backends."""
     problems: tuple[Problem, ...] = ()
     """Remote data that was dropped while reading, in reading order."""
 
@@ -205,6 +224,56 @@ def _read_mesh(mesh: ServiceMeshConsumer, endpoint: str, problems: list[Problem]
     )
 
 
+@dataclass(frozen=True)
+class TlsSources:
+    """Where TLS is read from: the two relations' readers and the files nginx serves."""
+
+    certificates: ServerCertificates | None
+    trusted_cas: TrustedCas | None
+    nginx_container: str
+    nginx_settings: NginxSettings
+    system_ca_bundle: str | None = None
+    """The system CA bundle's path (default :data:`~.tls.SYSTEM_CA_BUNDLE`)."""
+
+
+def _read_tls(
+    charm: ops.CharmBase, sources: TlsSources, service_fqdn: str, problems: list[Problem]
+) -> TlsState:
+    """The certificate to serve (kept during a renewal) and the CAs to trust."""
+    trusted: tuple[str, ...] = ()
+    if sources.trusted_cas is not None:
+        trusted, found = sources.trusted_cas.read()
+        problems += found
+    system = read_system_ca_bundle(sources.system_ca_bundle or SYSTEM_CA_BUNDLE)
+    certificates = sources.certificates
+    if certificates is None or not certificates.related:
+        return TlsState(trusted_cas=trusted, system_bundle=system)
+    certificate, found = certificates.read(service_fqdn)
+    problems += [p for p in found if not is_waiting(p)]
+    kept = False
+    if certificate is None and found and all(is_waiting(p) for p in found):
+        # A renewal is being issued (or the first request): keep serving what nginx serves.
+        container = charm.unit.get_container(sources.nginx_container)
+        settings = sources.nginx_settings
+        if container.can_connect():
+            certificate = served_certificate(
+                container,
+                chain_path=settings.server_cert_path,
+                key_path=settings.server_key_path,
+                ca_path=settings.server_ca_path,
+                now=datetime.now(UTC),
+            )
+            kept = certificate is not None
+    return TlsState(
+        related=True,
+        certificate=certificate,
+        waiting=certificate is None and any(is_waiting(p) for p in found),
+        kept=kept,
+        trusted_cas=trusted,
+        system_bundle=system,
+    )
+
+
 def observe(
     charm: ops.CharmBase,
     mesh: ServiceMeshConsumer,
@@ -213,6 +282,7 @@ def observe(
     cluster_domain: str,
     worker_config: Callable[[], str] | None,
     resolv_conf: str | None = None,
+    tls: TlsSources | None = None,
 ) -> Snapshot:
     """Read everything one reconcile needs (see :class:`Snapshot`); writes nothing."""
     model = charm.model
@@ -236,13 +306,17 @@ def observe(
     workload, found = read_tracing_receivers(relations.get(endpoints.workload_tracing, ()))
     problems += found
     is_leader = charm.unit.is_leader()
+    identity = CoordinatorIdentity(
+        app_name=charm.app.name,
+        model_name=model.name,
+        model_uuid=model.uuid,
+        cluster_domain=cluster_domain,
+    )
+    tls_state = (
+        TlsState() if tls is None else _read_tls(charm, tls, identity.service_fqdn, problems)
+    )
     return Snapshot(
-        identity=CoordinatorIdentity(
-            app_name=charm.app.name,
-            model_name=model.name,
-            model_uuid=model.uuid,
-            cluster_domain=cluster_domain,
-        ),
+        identity=identity,
         unit_name=charm.unit.name,
         charm_name=charm.meta.name,
         is_leader=is_leader,
@@ -257,5 +331,6 @@ def observe(
         resolvers=_read_resolvers(resolv_conf or RESOLV_CONF),
         mesh=mesh_state,
         worker_config=worker_config() if worker_config else None,
+        tls=tls_state,
         problems=tuple(problems),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from datetime import datetime
 
 import ops
 
@@ -87,6 +88,10 @@ class Observations:
     proxy: list[str] = dataclasses.field(default_factory=list[str])
     """Problems of the telemetry proxy's own inputs and workload (no DNS resolver, a failed
     reload)."""
+    tls_waiting: bool = False
+    """The ``certificates`` relation exists and no certificate can be served yet."""
+    tls_expiry: datetime | None = None
+    """When the served certificate expires (``None``: the proxy serves plain HTTP)."""
 
     @property
     def mesh_active(self) -> bool:
@@ -123,6 +128,8 @@ def active_summary(obs: Observations) -> str:
         parts.append(text)
     else:
         parts.append("mesh: none")
+    if obs.tls_expiry is not None:
+        parts.append(f"TLS until {obs.tls_expiry:%Y-%m-%d}")
     if obs.outdated_worker_apps:
         names = shorten(" ".join(obs.outdated_worker_apps), 60)
         parts.append(f"outdated workers (juju refresh): {names}")
@@ -173,6 +180,13 @@ def unit_statuses(obs: Observations) -> list[ops.StatusBase]:
         reason = obs.mesh_problem or "the beacon has not published its labels yet"
         statuses.append(
             ops.WaitingStatus(shorten(f"waiting for {obs.endpoints.mesh}: {reason}", 200))
+        )
+    if obs.tls_waiting and obs.endpoints.certificates is not None:
+        statuses.append(
+            ops.WaitingStatus(
+                f"waiting for a certificate on {obs.endpoints.certificates} "
+                "(serving plain HTTP meanwhile)"
+            )
         )
     statuses.extend(ops.WaitingStatus(f"waiting for the {name} container") for name in obs.workload)
     statuses.append(ops.ActiveStatus(active_summary(obs)))

@@ -28,6 +28,10 @@ class CoordinatorEndpoints:
         mesh: ``service_mesh``, to the beacon (requires).
         cross_model_mesh_requires: ``cross_model_mesh`` (requires).
         cross_model_mesh_provides: ``cross_model_mesh`` (provides).
+        certificates: ``tls-certificates`` (requires), the proxy's server certificate;
+            ``None``: the proxy never serves TLS.
+        receive_ca_cert: ``certificate_transfer`` (requires), CAs trusted for TLS backends;
+            ``None``: only the system bundle is trusted.
     """
 
     cluster: str = "cluster"
@@ -40,3 +44,5 @@ class CoordinatorEndpoints:
     mesh: str = "service-mesh"
     cross_model_mesh_requires: str = "require-cmr-mesh"
     cross_model_mesh_provides: str = "provide-cmr-mesh"
+    certificates: str | None = "certificates"
+    receive_ca_cert: str | None = "receive-ca-cert"

@@ -1,0 +1,176 @@
+"""The proxy's TLS files in the nginx container: decided from the certificate and the trust.
+
+:func:`tls_files` (pure) says what nginx reads: the server certificate chain and its private key
+while TLS is served, and always the bundle of CAs it trusts for TLS backends (the received CAs,
+then the system bundle). :func:`write_tls_files` writes only what differs, the key with mode
+0600, before nginx is told to reload; :func:`remove_tls_files` removes a certificate and key no
+longer served, once nginx no longer reads them. Why and how: ``docs/explanation/telemetry-proxy.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import ops
+
+from coordinated_mesh.charm.pebble import pull_text, push_if_changed
+from coordinated_mesh.parse import parse_pem_certificates
+from coordinated_mesh.relations.certificates import ServerCertificate
+
+__all__ = [
+    "SYSTEM_CA_BUNDLE",
+    "TlsFile",
+    "TlsState",
+    "read_system_ca_bundle",
+    "remove_tls_files",
+    "served_certificate",
+    "tls_files",
+    "upstream_trust_bundle",
+    "write_tls_files",
+]
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+"""The charm container's system CA bundle (Ubuntu's ``ca-certificates``), trusted for backends."""
+_MAX_SYSTEM_BUNDLE = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TlsFile:
+    """One file nginx reads: where, what, and with which mode."""
+
+    path: str
+    text: str
+    permissions: int = 0o644
+
+    def __repr__(self) -> str:  # a private key never reaches a log line or a traceback
+        return f"TlsFile({self.path!r}, {len(self.text)} bytes, {oct(self.permissions)})"
+
+
+def read_system_ca_bundle(path: str = SYSTEM_CA_BUNDLE) -> str:
+    """The system CA bundle's text, ``""`` when it cannot be read (then only received CAs count)."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            text = f.read(_MAX_SYSTEM_BUNDLE + 1)
+    except OSError as e:
+        logger.warning("cannot read the system CA bundle %s: %s", path, e)
+        return ""
+    if len(text) > _MAX_SYSTEM_BUNDLE:
+        logger.warning("the system CA bundle %s is over 4 MiB: not used", path)
+        return ""
+    return text
+
+
+def upstream_trust_bundle(received: Sequence[str], system_bundle: str) -> str:
+    """What nginx trusts for TLS backends: the received CA bundles (sorted), then the system's."""
+    parts = [pem.rstrip("\n") + "\n" for pem in sorted(set(received))]
+    if system_bundle.strip():
+        parts.append(system_bundle.rstrip("\n") + "\n")
+    return "".join(parts)
+
+
+def tls_files(
+    certificate: ServerCertificate | None,
+    upstream_trust: str,
+    *,
+    server_cert_path: str,
+    server_key_path: str,
+    server_ca_path: str,
+    upstream_ca_path: str,
+) -> tuple[TlsFile, ...]:
+    """The files nginx needs, the key first (pure).
+
+    With a certificate: its key (0600), its chain, and its CA (kept beside them so that, while
+    a renewal is issued, the served certificate is known whole). The trust bundle is written
+    whenever it is not empty (nginx reads it only for TLS backends).
+    """
+    files: list[TlsFile] = []
+    if certificate is not None:
+        files.append(TlsFile(server_key_path, certificate.private_key, 0o600))
+        files.append(TlsFile(server_cert_path, certificate.chain))
+        files.append(TlsFile(server_ca_path, certificate.ca))
+    if upstream_trust:
+        files.append(TlsFile(upstream_ca_path, upstream_trust))
+    return tuple(files)
+
+
+def write_tls_files(container: ops.Container, files: Iterable[TlsFile]) -> bool:
+    """Write every file that differs (the key only ever with mode 0600); True if any was written."""
+    changed = False
+    for file in files:
+        changed |= push_if_changed(container, file.path, file.text, permissions=file.permissions)
+    return changed
+
+
+def remove_tls_files(container: ops.Container, paths: Iterable[str]) -> bool:
+    """Remove the files at ``paths`` that exist; True if any was removed."""
+    removed = False
+    for path in paths:
+        if container.exists(path):
+            container.remove_path(path)
+            logger.info("%s: removed %s", container.name, path)
+            removed = True
+    return removed
+
+
+@dataclass(frozen=True)
+class TlsState:
+    """What one hook observed of TLS: the certificate to serve and the CAs to trust.
+
+    Attributes:
+        related: the ``certificates`` relation exists.
+        certificate: what the proxy serves: the provider's current certificate, or, while a
+            renewal is being issued, the one nginx already serves (still valid); ``None``: plain.
+        waiting: related, and no certificate to serve yet.
+        kept: ``certificate`` is the one already served, kept during a renewal.
+        trusted_cas: the CAs received on ``receive-ca-cert`` (PEM, one each, sorted).
+        system_bundle: the charm container's system CA bundle (``""`` if unreadable).
+    """
+
+    related: bool = False
+    certificate: ServerCertificate | None = None
+    waiting: bool = False
+    kept: bool = False
+    trusted_cas: tuple[str, ...] = ()
+    system_bundle: str = ""
+
+    @property
+    def upstream_trust(self) -> str:
+        """The CA bundle nginx verifies TLS backends with (:func:`upstream_trust_bundle`)."""
+        return upstream_trust_bundle(self.trusted_cas, self.system_bundle)
+
+
+def served_certificate(
+    container: ops.Container, *, chain_path: str, key_path: str, ca_path: str, now: datetime
+) -> ServerCertificate | None:
+    """The certificate nginx serves now, if its files are all there and it is still valid.
+
+    Read only while a renewal is pending (the relation exists, so the library is loaded).
+    """
+    from charmlibs.interfaces.tls_certificates import Certificate, TLSCertificatesError
+
+    texts = [pull_text(container, path) for path in (chain_path, key_path, ca_path)]
+    chain, key, ca = texts
+    if chain is None or key is None or ca is None:
+        return None
+    try:
+        leaf_text = parse_pem_certificates(chain).split("-----END CERTIFICATE-----")[0]
+        leaf = Certificate.from_string(leaf_text + "-----END CERTIFICATE-----")
+        ca = parse_pem_certificates(ca)
+    except (ValueError, TLSCertificatesError) as e:
+        logger.warning("the served certificate is not readable: %s", e)
+        return None
+    if not leaf.validity_start_time <= now < leaf.expiry_time:
+        return None
+    return ServerCertificate(
+        certificate=str(leaf).strip() + "\n",
+        chain=chain,
+        ca=ca,
+        private_key=key,
+        dns_names=tuple(sorted(leaf.sans_dns or ())),
+        expiry=leaf.expiry_time,
+    )
