@@ -9,8 +9,10 @@ longer served, once nginx no longer reads them. Why and how: ``docs/explanation/
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,15 +20,20 @@ import ops
 
 from coordinated_mesh.charm.pebble import pull_text, push_if_changed
 from coordinated_mesh.parse import parse_pem_certificates
+from coordinated_mesh.proxy.plan import TelemetryProxyPlan
+from coordinated_mesh.proxy.tls import check_backend_tls
 from coordinated_mesh.relations.certificates import ServerCertificate
 
 __all__ = [
     "SYSTEM_CA_BUNDLE",
     "TlsFile",
     "TlsState",
+    "backend_checks_key",
+    "check_tls_backends",
     "read_system_ca_bundle",
     "remove_tls_files",
     "served_certificate",
+    "tls_backends",
     "tls_files",
     "upstream_trust_bundle",
     "write_tls_files",
@@ -37,6 +44,10 @@ logger = logging.getLogger(__name__)
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 """The charm container's system CA bundle (Ubuntu's ``ca-certificates``), trusted for backends."""
 _MAX_SYSTEM_BUNDLE = 4 * 1024 * 1024
+BACKEND_CHECK_SECONDS = 2.0
+"""The time one backend check may take (connect, then handshake), so a hook stays bounded."""
+MAX_CHECKED_BACKENDS = 16
+"""The most TLS backends checked in one hook (each costs at most two check timeouts)."""
 
 
 @dataclass(frozen=True)
@@ -174,3 +185,33 @@ def served_certificate(
         dns_names=tuple(sorted(leaf.sans_dns or ())),
         expiry=leaf.expiry_time,
     )
+
+
+def tls_backends(plan: TelemetryProxyPlan) -> tuple[tuple[str, int], ...]:
+    """Every TLS backend of the plan (``https`` routes, ``grpcs`` receivers), sorted, once each."""
+    found = {(r.upstream.host, r.upstream.port) for r in plan.http_routes if r.upstream.scheme == "https"}
+    found |= {(r.upstream.host, r.upstream.port) for r in plan.grpc_routes if r.tls}
+    return tuple(sorted(found))
+
+
+def backend_checks_key(backends: Sequence[tuple[str, int]], trust: str) -> str:
+    """What the last checks were made for: the backends and the trust, as a digest."""
+    text = json.dumps([list(b) for b in backends]) + "\n" + trust
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_tls_backends(
+    backends: Sequence[tuple[str, int]],
+    trust: str,
+    *,
+    check: Callable[..., str | None] = check_backend_tls,
+    timeout: float = BACKEND_CHECK_SECONDS,
+) -> list[str]:
+    """Why each TLS backend fails verification as nginx verifies it (none: an empty list)."""
+    failures: list[str] = []
+    for host, port in backends[:MAX_CHECKED_BACKENDS]:
+        reason = check(host, port, server_name=host, trusted_pem=trust or None, timeout=timeout)
+        if reason is not None:
+            logger.warning("TLS backend fails verification: %s", reason)
+            failures.append(reason)
+    return failures
