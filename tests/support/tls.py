@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from coordinated_mesh.proxy.nginx import NginxSettings
+
 from tests.support.binaries import require_binary
 
 _serials = itertools.count(1000)
@@ -178,3 +180,20 @@ def served_certificate_serial(port: int, server_name: str) -> int:
         check=True,
     ).stdout.decode()
     return int(out.strip().split("=", 1)[1], 16)
+
+
+def install_server_certificate(settings: NginxSettings, leaf: Leaf) -> None:
+    """Write ``leaf`` (with its chain) and its key where ``settings`` makes nginx read them, as
+    the coordinator does (the key readable by its owner only)."""
+    cert, key = Path(settings.server_cert_path), Path(settings.server_key_path)
+    cert.parent.mkdir(parents=True, exist_ok=True)
+    cert.write_text(leaf.chain.read_text())
+    key.touch(mode=0o600)
+    key.write_text(leaf.key.read_text())
+
+
+def install_upstream_trust(settings: NginxSettings, *cas: Ca) -> None:
+    """Write the CAs nginx verifies TLS backends with (``settings.upstream_ca_path``)."""
+    path = Path(settings.upstream_ca_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(ca.pem for ca in cas))

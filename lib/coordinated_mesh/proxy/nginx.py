@@ -495,7 +495,7 @@ def render_nginx_config(plan: TelemetryProxyPlan, settings: NginxSettings | None
     _upstream_tls(out, plan, settings)
     if pools is not None:
         # nginx refuses an unknown variable: only when some location sets it.
-        if plan.http_routes or plan.grpc_routes or plan.query_route is not None:
+        if _sets_host(plan):
             pools.http_settings(out)
         pools.blocks(out, settings)
     if plan.query_route is not None:
@@ -587,6 +587,15 @@ def _status_server(out: _Writer, plan: TelemetryProxyPlan) -> None:
 def _refused(plan: TelemetryProxyPlan, tls_backend: bool) -> bool:
     """A TLS backend with nothing to verify it against is refused, never reached unverified."""
     return tls_backend and not plan.upstream_trust
+
+
+def _sets_host(plan: TelemetryProxyPlan) -> bool:
+    """Whether some location proxies (and so sets the pooled ``$upstream_host``)."""
+    return (
+        plan.query_route is not None
+        or any(not _refused(plan, route.upstream.scheme == "https") for route in plan.http_routes)
+        or any(not _refused(plan, route.tls) for route in plan.grpc_routes)
+    )
 
 
 def _refused_route(out: _Writer, location: str, *, exact: bool) -> None:
