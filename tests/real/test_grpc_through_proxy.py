@@ -13,16 +13,13 @@ does on every receiver port once its ``otlp_http`` is ``https``: the proxy must 
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from coordinated_mesh.proxy.config import WorkerTelemetryProxyConfig
@@ -35,6 +32,7 @@ from coordinated_mesh.proxy.plan import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support.binaries import require_binary
+from tests.support.grpc_upstream import EXPORT, authority, start_grpc_upstream
 from tests.support.nginx import (
     ProxyNginx,
     RunningNginx,
@@ -44,92 +42,23 @@ from tests.support.nginx import (
 )
 from tests.support.otlp import otlp_receiver
 
-h2_config: Any = pytest.importorskip("h2.config", reason="the h2 package is not installed")
-h2_connection: Any = pytest.importorskip("h2.connection")
-h2_events: Any = pytest.importorskip("h2.events")
 
-
-def settings(proxy_nginx: ProxyNginx, prefix: Path) -> NginxSettings:
-    return replace(nginx_settings(prefix), upstream_resolve=proxy_nginx.pooled)
-
-
-def authority(headers: dict[str, str]) -> str | None:
-    """The request's authority: ``:authority``, or ``host`` without it (RFC 9113, 8.3.1).
-
-    nginx sends ``:authority`` from ``grpc_pass``'s host; with ``grpc_set_header Host`` (the
-    pooled rendering: the host would be the block's name) it sends ``host`` instead.
-    """
-    if ":authority" in headers:
-        assert "host" not in headers
-        return headers[":authority"]
-    return headers.get("host")
+def settings(proxy_nginx: ProxyNginx, prefix: Path, trust: Path | None = None) -> NginxSettings:
+    """The rendering for ``proxy_nginx``; ``trust``: the CA file TLS backends are verified with."""
+    chosen = replace(nginx_settings(prefix), upstream_resolve=proxy_nginx.pooled)
+    if trust is not None:
+        Path(chosen.upstream_ca_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(chosen.upstream_ca_path).write_text(trust.read_text())
+    return chosen
 
 
 IDENTITY = CoordinatorIdentity("coordinator", "mymodel", "12345678-1234-4234-8234-123456789abc")
-EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-
-
-def _serve_connection(sock: socket.socket, seen: list[tuple[dict[str, str], bytes]]) -> None:
-    conn = h2_connection.H2Connection(config=h2_config.H2Configuration(client_side=False))
-    conn.initiate_connection()
-    sock.sendall(conn.data_to_send())
-    headers: dict[int, dict[str, str]] = {}
-    bodies: dict[int, bytes] = {}
-    with sock:
-        while data := sock.recv(65535):
-            for event in conn.receive_data(data):
-                if isinstance(event, h2_events.RequestReceived):
-                    headers[event.stream_id] = {
-                        (k.decode() if isinstance(k, bytes) else k): (
-                            v.decode() if isinstance(v, bytes) else v
-                        )
-                        for k, v in event.headers
-                    }
-                elif isinstance(event, h2_events.DataReceived):
-                    bodies[event.stream_id] = bodies.get(event.stream_id, b"") + event.data
-                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                elif isinstance(event, h2_events.StreamEnded):
-                    stream = event.stream_id
-                    seen.append((headers[stream], bodies.get(stream, b"")))
-                    conn.send_headers(
-                        stream, [(":status", "200"), ("content-type", "application/grpc")]
-                    )
-                    conn.send_data(stream, b"\x00\x00\x00\x00\x00")  # an empty gRPC message
-                    conn.send_headers(stream, [("grpc-status", "0")], end_stream=True)
-            sock.sendall(conn.data_to_send())
-
-
-def _start_grpc_upstream(
-    seen: list[tuple[dict[str, str], bytes]], tls: ssl.SSLContext | None = None
-) -> socket.socket:
-    """A gRPC responder on loopback; with ``tls``, it accepts TLS connections only."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve(sock: socket.socket) -> None:
-        if tls is not None:
-            try:
-                sock = tls.wrap_socket(sock, server_side=True)
-            except (ssl.SSLError, OSError):
-                sock.close()  # not TLS (or a failed handshake): nothing is served
-                return
-        _serve_connection(sock, seen)
-
-    def accept() -> None:
-        while True:
-            try:
-                sock, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(sock,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return listener
 
 
 @pytest.fixture
 def grpc_upstream() -> Iterator[tuple[int, list[tuple[dict[str, str], bytes]]]]:
     seen: list[tuple[dict[str, str], bytes]] = []
-    listener = _start_grpc_upstream(seen)
+    listener = start_grpc_upstream(seen)
     yield listener.getsockname()[1], seen
     listener.close()
 
@@ -228,7 +157,7 @@ def test_otlp_grpc_to_a_tls_receiver_is_sent_over_tls(
     server_names: list[str | None] = []
     tls.sni_callback = lambda _sock, name, _ctx: server_names.append(name)
     seen: list[tuple[dict[str, str], bytes]] = []
-    listener = _start_grpc_upstream(seen, tls)
+    listener = start_grpc_upstream(seen, tls)
     upstream_port = listener.getsockname()[1]
     http_port, grpc_port = free_port(), free_port()
     plan = build_telemetry_proxy(
@@ -241,11 +170,14 @@ def test_otlp_grpc_to_a_tls_receiver_is_sent_over_tls(
             },
             resolvers=[fake_dns],
             status_port=free_port(),
+            upstream_trust=True,
         )
     )
     assert [route.tls for route in plan.grpc_routes] == [True]
     nginx = RunningNginx(
-        proxy_nginx.binary, tmp_path, render_nginx_config(plan, settings(proxy_nginx, tmp_path))
+        proxy_nginx.binary,
+        tmp_path,
+        render_nginx_config(plan, settings(proxy_nginx, tmp_path, cert)),
     )
     try:
         wait_for_port(grpc_port)
@@ -282,10 +214,13 @@ def test_otlp_http_to_a_tls_receiver_is_sent_over_tls(
                 },
                 resolvers=[fake_dns],
                 status_port=free_port(),
+                upstream_trust=True,
             )
         )
         nginx = RunningNginx(
-            proxy_nginx.binary, tmp_path, render_nginx_config(plan, settings(proxy_nginx, tmp_path))
+            proxy_nginx.binary,
+            tmp_path,
+            render_nginx_config(plan, settings(proxy_nginx, tmp_path, cert)),
         )
         try:
             wait_for_port(http_port)

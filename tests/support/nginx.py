@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import socketserver
+import ssl
 import struct
 import subprocess
 import threading
@@ -28,6 +29,7 @@ def nginx_settings(prefix: Path, *, access_log: bool = False) -> NginxSettings:
         user="root" if os.geteuid() == 0 else None,
         access_log=str(prefix / "access.log") if access_log else None,
         worker_processes=1,
+        tls_dir=str(prefix / "tls"),
     )
 
 
@@ -199,13 +201,18 @@ def _handler(name: str, seen: list[Seen]) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def start_upstream(name: str, address: tuple[str, int] = ("127.0.0.1", 0)) -> Upstream:
+def start_upstream(
+    name: str, address: tuple[str, int] = ("127.0.0.1", 0), *, tls: ssl.SSLContext | None = None
+) -> Upstream:
     """Start a recording HTTP upstream on a free loopback port (stop with ``server.shutdown()``).
 
-    ``address`` may name another loopback address and a given port (a backend that "moved").
+    ``address`` may name another loopback address and a given port (a backend that "moved");
+    with ``tls`` it serves HTTPS only (a failed handshake is dropped, nothing recorded).
     """
     seen: list[Seen] = []
     upstream = Upstream(name, _CountingServer(address, _handler(name, seen)), seen)
+    if tls is not None:
+        upstream.server.socket = tls.wrap_socket(upstream.server.socket, server_side=True)
     upstream.server.daemon_threads = True
     threading.Thread(target=upstream.server.serve_forever, args=(0.05,), daemon=True).start()
     return upstream

@@ -121,6 +121,7 @@ def test_grpc_to_a_tls_receiver_is_grpcs_with_sni():
             "otlp_http": "https://tempo.cos.svc.cluster.local:4318",
             "otlp_grpc": "tempo.cos.svc.cluster.local:4317",
         },
+        upstream_trust=True,  # without a CA to verify it with, a TLS backend is refused (502)
     )
     text = render(tls)
     assert block(text, "location /opentelemetry.proto.collector.trace.v1.TraceService/") == (

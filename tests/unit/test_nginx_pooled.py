@@ -66,6 +66,7 @@ def test_locations_name_their_block_and_keep_host_and_sni():
     https = replace(
         INPUTS,
         backend_loki_urls={"loki/0": "https://loki-0.l.cos.svc.cluster.local:3100/push"},
+        upstream_trust=True,  # verified TLS backends are pooled; unverifiable ones refused
     )
     text = render(https)
     assert block(text, "location = /proxy/loki/loki-0/push").splitlines() == [
@@ -95,7 +96,7 @@ def test_locations_name_their_block_and_keep_host_and_sni():
 
 
 def test_grpc_to_tls_is_pooled_separately_with_sni():
-    plan = build_telemetry_proxy(INPUTS)
+    plan = build_telemetry_proxy(replace(INPUTS, upstream_trust=True))
     tls = GrpcRoute(
         plan.grpc_routes[0].location, GrpcAddress("tempo.cos.svc.cluster.local", 4317), tls=True
     )

@@ -26,17 +26,27 @@ def _check_port(name: str, port: object) -> None:
 class WorkerTelemetryProxyConfig:
     """The ports on which the coordinator's telemetry proxy listens.
 
+    Without TLS the proxy serves plain HTTP on ``http_port`` only. While it serves TLS (the
+    coordinator has a certificate, see :meth:`listen_ports`):
+
+    - ``https_port == http_port``: that one port serves TLS only (a plain-HTTP request there gets
+      nginx's 400), and every URL handed out is ``https``;
+    - ``https_port != http_port``: one server listens on both, TLS on ``https_port`` and plain
+      HTTP kept on ``http_port``, so clients not yet switched to ``https`` keep working while
+      the URLs change; every URL handed out is ``https`` on ``https_port``.
+
+    The loopback ``stub_status`` port, which the exporter reads, always stays plain HTTP.
+
     Attributes:
         http_port: the port of the plain-HTTP proxy server (every ``/proxy/...`` route).
-        https_port: the port the proxy will serve TLS on. It may equal ``http_port`` (one port,
-            HTTP or HTTPS depending on whether TLS is configured). TLS termination is not
-            implemented in this release, so nothing listens on it yet: the proxy serves plain HTTP
-            on ``http_port``, and on the mesh ztunnel encrypts every hop with mTLS anyway.
-        grpc_port: optional port of a separate cleartext HTTP/2 (h2c) server that forwards gRPC
-            tracing (``otlp_grpc``, ``jaeger_grpc``) for the workloads. nginx 1.22 cannot serve
-            HTTP/1.1 and prior-knowledge HTTP/2 on one cleartext port (``listen ... http2``
-            without TLS accepts only HTTP/2), so gRPC needs a port of its own. Without it, gRPC
-            receivers are not offered to workers.
+        https_port: the port the proxy serves TLS on while it has a certificate; it may equal
+            ``http_port`` (then that port is TLS only while TLS is on).
+        grpc_port: optional port of a separate HTTP/2 server that forwards gRPC tracing
+            (``otlp_grpc``, ``jaeger_grpc``) for the workloads: cleartext (h2c) without TLS,
+            HTTP/2 over TLS only while TLS is on. nginx 1.22 cannot serve HTTP/1.1 and
+            prior-knowledge HTTP/2 on one cleartext port (``listen ... http2`` without TLS
+            accepts only HTTP/2), so gRPC needs a port of its own. Without it, gRPC receivers are
+            not offered to workers.
 
     Raises:
         ValueError: a port is outside 1..65535, or ``grpc_port`` collides with another port.
@@ -59,14 +69,27 @@ class WorkerTelemetryProxyConfig:
 
     @property
     def ports(self) -> frozenset[int]:
-        """Every port the proxy listens on (without the local status port).
+        """Every port the proxy listens on without TLS (without the local status port).
 
-        ``https_port`` is not among them until the proxy serves TLS.
+        The same as ``listen_ports(tls=False)``.
+        """
+        return self.listen_ports(tls=False)
+
+    def listen_ports(self, *, tls: bool) -> frozenset[int]:
+        """Every port the proxy listens on (without the local status port) for a TLS state.
+
+        ``http_port`` (and ``grpc_port``) always; ``https_port`` joins while ``tls`` is on.
         """
         ports = {self.http_port}
+        if tls:
+            ports.add(self.https_port)
         if self.grpc_port is not None:
             ports.add(self.grpc_port)
         return frozenset(ports)
+
+    def client_port(self, *, tls: bool) -> int:
+        """The port every proxied URL names and scrapers use (``https_port`` with TLS)."""
+        return self.https_port if tls else self.http_port
 
 
 def _check_query_api(path_prefix: object, port: object, datasource_type: object) -> None:

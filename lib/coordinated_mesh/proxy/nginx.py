@@ -6,8 +6,10 @@ a complete ``nginx.conf`` for nginx 1.22 and newer under Pebble: request-time DN
 one HTTP server, an optional h2c gRPC server, a loopback ``stub_status``; raw paths that could
 route differently in Istio and nginx, and requests that looped back, are refused. With
 ``NginxSettings.upstream_resolve`` (nginx >= 1.27.3), ``$upstream`` names a pooled ``upstream``
-block (``server ... resolve``, ``keepalive``) per backend. Every value is checked against a
-conservative character set before it is written. Why: ``docs/explanation/telemetry-proxy.md``.
+block (``server ... resolve``, ``keepalive``) per backend. With ``plan.tls`` the proxy serves TLS
+1.2/1.3 (:data:`TLS_PROTOCOLS`, :data:`TLS12_CIPHERS`); TLS backends are always verified
+(:func:`render_nginx_config`). Every value is checked against a conservative character set
+before it is written. Why: ``docs/explanation/telemetry-proxy.md``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from coordinated_mesh.proxy.plan import GrpcRoute, HttpRoute, QueryRoute, Teleme
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "HOP_HEADER",
+    "TLS12_CIPHERS",
+    "TLS_PROTOCOLS",
     "UNSAFE_REQUEST_PATH",
     "UPSTREAM_RESOLVE_SINCE",
     "NginxSettings",
@@ -63,6 +67,17 @@ QUERY_HOST_VARIABLE = "$worker_query_host"
 """With pooled upstreams, the ``Host`` header for the worker serving a query request."""
 HOST_VARIABLE = "$upstream_host"
 """With pooled upstreams, each location's backend ``host:port``: the ``Host`` it sends."""
+TLS_PROTOCOLS = "TLSv1.2 TLSv1.3"
+"""The TLS versions the proxy serves and speaks to its backends: never TLS 1.0 or 1.1."""
+TLS12_CIPHERS = ":".join(
+    f"ECDHE-{key}-{cipher}"
+    for cipher in ("AES128-GCM-SHA256", "AES256-GCM-SHA384", "CHACHA20-POLY1305")
+    for key in ("ECDSA", "RSA")
+)
+"""The TLS 1.2 cipher suites served: forward secret (ECDHE) and AEAD (AES-GCM, ChaCha20-Poly1305)
+only. TLS 1.3 suites are all AEAD and not set by ``ssl_ciphers``."""
+UPSTREAM_VERIFY_DEPTH = 4
+"""How many certificates above a backend's leaf nginx may follow (intermediate CAs)."""
 QUERY_READ_TIMEOUT_SECONDS = 150
 """How long a query may take: beyond Prometheus' default ``--query.timeout`` (2m), so the
 worker's own timeout error reaches the client rather than a 504 from the proxy."""
@@ -102,6 +117,9 @@ class NginxSettings:
             ``upstream_resolve``).
         upstream_keepalive_seconds: how long an idle pooled connection is kept; shorter than the
             backends' own idle timeouts, so nginx never reuses one the backend is closing.
+        tls_dir: the directory of the TLS files in the nginx container: the coordinator writes
+            them exactly at :attr:`server_cert_path`, :attr:`server_key_path` and
+            :attr:`upstream_ca_path`, where the rendered configuration reads them.
 
     Raises:
         ValueError: a setting is not safe to render.
@@ -118,6 +136,7 @@ class NginxSettings:
     upstream_resolve: bool = False
     upstream_keepalive: int = 16
     upstream_keepalive_seconds: int = 30
+    tls_dir: str = "/etc/nginx/tls"
 
     def __post_init__(self) -> None:
         for name, path in (("temp_dir", self.temp_dir), ("access_log", self.access_log)):
@@ -139,11 +158,30 @@ class NginxSettings:
             raise ValueError("upstream_keepalive must be in 1..1024")
         if not 1 <= self.upstream_keepalive_seconds <= 3600:
             raise ValueError("upstream_keepalive_seconds must be in 1..3600")
+        if not _SAFE_PATH_RE.fullmatch(self.tls_dir):
+            raise ValueError(
+                f"tls_dir must be an absolute path of [A-Za-z0-9._/-], not {self.tls_dir!r}"
+            )
 
     @property
     def pid_path(self) -> str:
         """The pid file, in :attr:`temp_dir`."""
         return f"{self.temp_dir.rstrip('/')}/nginx.pid"
+
+    @property
+    def server_cert_path(self) -> str:
+        """The certificate the proxy serves: the leaf, then its chain (PEM), in :attr:`tls_dir`."""
+        return f"{self.tls_dir.rstrip('/')}/server.crt"
+
+    @property
+    def server_key_path(self) -> str:
+        """The private key of :attr:`server_cert_path` (PEM; the coordinator writes it 0600)."""
+        return f"{self.tls_dir.rstrip('/')}/server.key"
+
+    @property
+    def upstream_ca_path(self) -> str:
+        """The CAs TLS backends are verified against (PEM bundle), in :attr:`tls_dir`."""
+        return f"{self.tls_dir.rstrip('/')}/upstream-ca.crt"
 
 
 def nginx_command(config_path: str = DEFAULT_CONFIG_PATH) -> str:
@@ -303,6 +341,8 @@ class _Pools:
         }
         if plan.query_route is not None:
             found |= {_Backend("http", b.host, b.port) for b in plan.query_route.backends}
+        if not plan.upstream_trust:  # refused TLS backends (502) need no pool
+            found = {b for b in found if b.kind in ("http", "grpc")}
         self.backends = sorted(b for b in found if self._pooled(b.host))
 
     def _pooled(self, host: str) -> bool:
@@ -426,6 +466,15 @@ def _http_settings(out: _Writer, plan: TelemetryProxyPlan, settings: NginxSettin
 def render_nginx_config(plan: TelemetryProxyPlan, settings: NginxSettings | None = None) -> str:
     """Render the complete nginx configuration for a telemetry proxy plan.
 
+    TLS backends (``https`` routes, ``grpcs`` receivers) are always verified: certificate and
+    name (SNI and the name checked are the backend's host), TLS 1.2 or 1.3. With
+    ``plan.upstream_trust`` nginx trusts the CAs in ``settings.upstream_ca_path``; without it
+    there is nothing to verify against (and nginx refuses ``*_ssl_verify`` with no or an empty
+    trusted file), so every TLS backend's location answers 502 and nothing reaches a backend
+    unverified. With ``plan.tls`` the proxy server and the gRPC listener serve TLS with
+    ``settings.server_cert_path`` and ``server_key_path`` (see ``WorkerTelemetryProxyConfig``
+    for the ports); the files must exist, else nginx refuses the configuration.
+
     Args:
         plan: the routes and ports, from
             :func:`~coordinated_mesh.proxy.plan.build_telemetry_proxy`.
@@ -443,9 +492,10 @@ def render_nginx_config(plan: TelemetryProxyPlan, settings: NginxSettings | None
     out = _Writer()
     _main_context(out, settings)
     _http_settings(out, plan, settings)
+    _upstream_tls(out, plan, settings)
     if pools is not None:
         # nginx refuses an unknown variable: only when some location sets it.
-        if plan.http_routes or plan.grpc_routes or plan.query_route is not None:
+        if _sets_host(plan):
             pools.http_settings(out)
         pools.blocks(out, settings)
     if plan.query_route is not None:
@@ -471,10 +521,13 @@ def _proxy_server(
     """The HTTP server: every ``/proxy/...`` route and the query route."""
     out.line()
     out.open("server")
-    out.line(_listen(settings, plan.config.http_port))
+    _proxy_listen(out, plan, settings)
     out.line("server_name _;")
     _guard_proxy_server(out, plan)
     for route in sorted(plan.http_routes):
+        if _refused(plan, route.upstream.scheme == "https"):
+            _refused_route(out, route.location, exact=route.exact)
+            continue
         _http_route(out, route, pools)
     if plan.query_route is not None:
         _query_location(out, plan.query_route, pools)
@@ -492,15 +545,21 @@ def _grpc_server(
     """The cleartext HTTP/2 server of the gRPC routes."""
     out.line()
     out.open("server")
+    ssl = ("ssl",) if plan.tls else ()
     if settings.upstream_resolve:
         # nginx >= 1.25.1 deprecates `listen ... http2` for `http2 on`.
-        out.line(_listen(settings, port))
+        out.line(_listen(settings, port, *ssl))
         out.line("http2 on;")
     else:
-        out.line(_listen(settings, port, "http2"))
+        out.line(_listen(settings, port, *ssl, "http2"))
+    if plan.tls:
+        _server_tls(out, settings)
     out.line("server_name _;")
     _guard_proxy_server(out, plan)
     for route in sorted(plan.grpc_routes):
+        if _refused(plan, route.tls):
+            _refused_route(out, route.location, exact=False)
+            continue
         _grpc_route(out, route, pools)
     _not_found(out)
     out.close()
@@ -520,3 +579,61 @@ def _status_server(out: _Writer, plan: TelemetryProxyPlan) -> None:
     out.close()
     _not_found(out)
     out.close()
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+
+def _refused(plan: TelemetryProxyPlan, tls_backend: bool) -> bool:
+    """A TLS backend with nothing to verify it against is refused, never reached unverified."""
+    return tls_backend and not plan.upstream_trust
+
+
+def _sets_host(plan: TelemetryProxyPlan) -> bool:
+    """Whether some location proxies (and so sets the pooled ``$upstream_host``)."""
+    return (
+        plan.query_route is not None
+        or any(not _refused(plan, route.upstream.scheme == "https") for route in plan.http_routes)
+        or any(not _refused(plan, route.tls) for route in plan.grpc_routes)
+    )
+
+
+def _refused_route(out: _Writer, location: str, *, exact: bool) -> None:
+    out.open(f"location = {_safe(location)}" if exact else f"location {_safe(location)}")
+    out.line("return 502;")
+    out.close()
+
+
+def _upstream_tls(out: _Writer, plan: TelemetryProxyPlan, settings: NginxSettings) -> None:
+    """How nginx speaks TLS to backends: verified, with the backend's name, TLS 1.2/1.3."""
+    for module in ("proxy", "grpc"):
+        out.line(f"{module}_ssl_protocols {TLS_PROTOCOLS};")
+        if plan.upstream_trust:
+            out.line(f"{module}_ssl_verify on;")
+            out.line(f"{module}_ssl_verify_depth {UPSTREAM_VERIFY_DEPTH};")
+            out.line(f"{module}_ssl_trusted_certificate {_safe(settings.upstream_ca_path)};")
+
+
+def _server_tls(out: _Writer, settings: NginxSettings) -> None:
+    """A server's TLS: the certificate and key, TLS 1.2/1.3, modern ciphers, no tickets."""
+    out.line(f"ssl_certificate {_safe(settings.server_cert_path)};")
+    out.line(f"ssl_certificate_key {_safe(settings.server_key_path)};")
+    out.line(f"ssl_protocols {TLS_PROTOCOLS};")
+    out.line(f"ssl_ciphers {_safe(TLS12_CIPHERS)};")
+    out.line("ssl_prefer_server_ciphers off;")
+    # One cache for every TLS server; it lives across reloads (shared memory).
+    out.line("ssl_session_cache shared:proxy_tls:10m;")
+    out.line("ssl_session_timeout 1h;")
+    out.line("ssl_session_tickets off;")
+
+
+def _proxy_listen(out: _Writer, plan: TelemetryProxyPlan, settings: NginxSettings) -> None:
+    """The proxy server's ports: see ``WorkerTelemetryProxyConfig`` for the two layouts."""
+    config = plan.config
+    if not plan.tls:
+        out.line(_listen(settings, config.http_port))
+        return
+    if config.http_port != config.https_port:
+        out.line(_listen(settings, config.http_port))  # plain HTTP kept for clients not switched
+    out.line(_listen(settings, config.https_port, "ssl"))
+    _server_tls(out, settings)

@@ -29,6 +29,7 @@ from coordinated_mesh.parse import (
     parse_host,
     parse_http_url,
     parse_path,
+    parse_pem_certificates,
     parse_port,
     parse_resolver,
     parse_unit_name,
@@ -48,6 +49,7 @@ __all__ = [
     "MAX_WORKER_UNITS",
     "NGINX_EXPORTER_JOB_NAME",
     "NGINX_EXPORTER_PORT",
+    "TLS_ENDPOINT",
     "CoordinatorIdentity",
     "GrpcRoute",
     "HttpRoute",
@@ -70,6 +72,8 @@ from one relation; more are dropped, with a problem."""
 MAX_WORKER_UNITS = 10_000
 """The most worker units one coordinator serves (nginx ``split_clients`` shares cannot go below
 0.01%); more are dropped, with a problem. Tested at 5,000."""
+TLS_ENDPOINT = "certificates"
+"""The endpoint named in a problem with the proxy's own certificate (its CA)."""
 
 # --- Inputs --------------------------------------------------------------------------------
 
@@ -125,6 +129,14 @@ class TelemetryProxyInputs:
         status_port: the loopback port of nginx's ``stub_status`` page.
         endpoints: the relation endpoint names, used in problems.
         worker_query_api: the query API to offer through the proxy, or ``None`` for none.
+        server_ca_cert: the PEM CA bundle of the certificate the proxy serves (from the
+            ``certificates`` relation), or ``None``: no TLS. Parsed again here
+            (:func:`~coordinated_mesh.parse.parse_pem_certificates`); a malformed one is a
+            problem and the proxy stays plain HTTP (no URL names a CA nobody can verify with).
+        upstream_trust: the coordinator has written at least one CA to the nginx container's
+            ``NginxSettings.upstream_ca_path`` (the received ``receive-ca-cert`` CAs and the
+            system bundle). Without it nothing can verify a TLS backend, so every ``https`` or
+            ``grpcs`` backend is refused (502), never reached unverified.
     """
 
     identity: CoordinatorIdentity
@@ -138,6 +150,8 @@ class TelemetryProxyInputs:
     status_port: int = DEFAULT_STATUS_PORT
     endpoints: CoordinatorEndpoints = field(default_factory=CoordinatorEndpoints)
     worker_query_api: WorkerQueryApi | None = None
+    server_ca_cert: str | None = None
+    upstream_trust: bool = False
 
 
 # --- Outputs -------------------------------------------------------------------------------
@@ -232,6 +246,11 @@ class TelemetryProxyPlan:
             the prefix, no trailing ``/``): ``None`` exactly when ``query_route`` is.
         loop_token: what this coordinator's proxy marks the requests it forwards with (the same
             on every unit, 16 hex digits): a request arriving with it has looped back.
+        tls: the proxy serves TLS (``https_port`` and the gRPC listener) with the certificate
+            the coordinator wrote to ``NginxSettings.server_cert_path``; every proxied URL is
+            ``https`` on ``https_port`` and ``proxied_telemetry.ca_cert`` is its CA.
+        upstream_trust: nginx verifies TLS backends against ``NginxSettings.upstream_ca_path``
+            (always on); ``False``: no trust material, every TLS backend is refused (502).
     """
 
     config: WorkerTelemetryProxyConfig
@@ -245,6 +264,18 @@ class TelemetryProxyPlan:
     query_route: QueryRoute | None = None
     query_url: str | None = None
     loop_token: str = "0" * 16
+    tls: bool = False
+    upstream_trust: bool = False
+
+    @property
+    def client_port(self) -> int:
+        """The port the proxied URLs and scrape jobs name: ``https_port`` with TLS."""
+        return self.config.client_port(tls=self.tls)
+
+    @property
+    def listen_ports(self) -> frozenset[int]:
+        """Every port nginx listens on for this plan (without the loopback status port)."""
+        return self.config.listen_ports(tls=self.tls)
 
 
 # --- Building ------------------------------------------------------------------------------
@@ -272,8 +303,20 @@ class _Collector:
         return ordered[:limit]
 
 
-def _proxy_base_url(inputs: TelemetryProxyInputs) -> str:
-    return f"http://{inputs.identity.service_fqdn}:{inputs.config.http_port}"
+def _server_ca(collect: _Collector, inputs: TelemetryProxyInputs) -> str | None:
+    """The proxy's own CA, parsed; ``None`` (plain HTTP) without one or when it is malformed."""
+    if inputs.server_ca_cert is None:
+        return None
+    try:
+        return parse_pem_certificates(inputs.server_ca_cert)
+    except ValueError as e:
+        collect.add(TLS_ENDPOINT, "ca", f"not serving TLS: {e}")
+        return None
+
+
+def _proxy_base_url(inputs: TelemetryProxyInputs, *, tls: bool) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://{inputs.identity.service_fqdn}:{inputs.config.client_port(tls=tls)}"
 
 
 def _backend_host(inputs: TelemetryProxyInputs, host: str) -> None:
@@ -353,7 +396,11 @@ WORKER_JOB_PREFIX = "workers-"
 
 
 def _worker_scrape_job(
-    inputs: TelemetryProxyInputs, application: str, charm_name: str, units: Sequence[str]
+    inputs: TelemetryProxyInputs,
+    application: str,
+    charm_name: str,
+    units: Sequence[str],
+    ca_cert: str | None,
 ) -> dict[str, Any]:
     """The proxied scrape job of one worker application: one target per unit, O(1) bytes each.
 
@@ -363,17 +410,27 @@ def _worker_scrape_job(
     targets that are not its provider's unit addresses as given, in one job, and keeps our
     ``relabel_configs`` before its own ``instance`` one (``prometheus_k8s`` v0 LIBPATCH 61,
     ``PrometheusConfig.expand_wildcard_targets_into_individual_jobs``).
+
+    With TLS (``ca_cert``) the job is ``scheme: https`` on ``https_port`` with ``tls_config:
+    {ca_file: <the CA's PEM text>}``: prometheus-k8s writes a ``ca_file`` it receives to a file
+    of its own and points the job at it (``src/charm.py``, ``_process_tls_config``, in
+    canonical/prometheus-k8s-operator at 432c227); the name verified is ``__address__``'s host,
+    the coordinator's Service, which the certificate covers.
     """
-    port = inputs.config.http_port
+    port = inputs.config.client_port(tls=ca_cert is not None)
     labels = {
         "juju_model": inputs.identity.model_name,
         "juju_model_uuid": inputs.identity.model_uuid,
         "juju_application": application,
         "juju_charm": charm_name,
     }
+    tls: dict[str, Any] = {}
+    if ca_cert is not None:
+        tls = {"scheme": "https", "tls_config": {"ca_file": ca_cert}}
     return {
         "job_name": WORKER_JOB_PREFIX + application,
         "metrics_path": "/metrics",
+        **tls,
         "static_configs": [{"targets": [f"{unit_path_name(u)}:{port}" for u in sorted(units)]}],
         "relabel_configs": [
             {
@@ -401,7 +458,7 @@ def _worker_scrape_job(
 
 
 def _worker_routes(
-    collect: _Collector, inputs: TelemetryProxyInputs
+    collect: _Collector, inputs: TelemetryProxyInputs, ca_cert: str | None
 ) -> tuple[list[HttpRoute], list[dict[str, Any]], set[HttpUrl]]:
     """Each worker's metrics route and scrape job, and the query API backends."""
     endpoint = inputs.endpoints.cluster
@@ -438,13 +495,14 @@ def _worker_routes(
             except ValueError as e:
                 collect.add(endpoint, unit, f"query API dropped: {e}")
     jobs = [
-        _worker_scrape_job(inputs, app, charm, units) for app, (charm, units) in scraped.items()
+        _worker_scrape_job(inputs, app, charm, units, ca_cert)
+        for app, (charm, units) in scraped.items()
     ]
     return routes, jobs, query_backends
 
 
 def _query_route(
-    inputs: TelemetryProxyInputs, backends: set[HttpUrl]
+    inputs: TelemetryProxyInputs, backends: set[HttpUrl], *, tls: bool
 ) -> tuple[QueryRoute | None, str | None]:
     api = inputs.worker_query_api
     if api is None or not backends:
@@ -452,7 +510,7 @@ def _query_route(
     route = QueryRoute(
         location=api.location, strip_prefix=api.path_prefix, backends=tuple(sorted(backends))
     )
-    return route, _proxy_base_url(inputs) + api.path_prefix
+    return route, _proxy_base_url(inputs, tls=tls) + api.path_prefix
 
 
 def _tracing(
@@ -460,6 +518,7 @@ def _tracing(
     inputs: TelemetryProxyInputs,
     *,
     kind: Literal["charm", "workload"],
+    tls: bool,
 ) -> tuple[list[HttpRoute], list[GrpcRoute], dict[str, str]]:
     if kind == "charm":
         endpoint, receivers = inputs.endpoints.charm_tracing, inputs.backend_charm_tracing_receivers
@@ -480,7 +539,7 @@ def _tracing(
                 _backend_host(inputs, url.host)
                 location = f"/proxy/{kind}-tracing/{protocol}/"
                 http_routes.append(HttpRoute(location=location, exact=False, upstream=url))
-                proxied[protocol] = _proxy_base_url(inputs) + location.rstrip("/")
+                proxied[protocol] = _proxy_base_url(inputs, tls=tls) + location.rstrip("/")
             else:
                 address = parse_grpc_address(raw)
                 _backend_host(inputs, address.host)
@@ -491,6 +550,20 @@ def _tracing(
         except ValueError as e:
             collect.add(endpoint, protocol, str(e))
     return http_routes, grpc_routes, proxied
+
+
+def _refuse_unverifiable(
+    collect: _Collector,
+    http_routes: Sequence[HttpRoute],
+    grpc_routes: Sequence[GrpcRoute],
+) -> None:
+    """A problem for every TLS backend nginx cannot verify (no trusted CA): it gets 502."""
+    for route in http_routes:
+        if route.upstream.scheme == "https":
+            collect.add("", route.upstream.origin, "TLS backend refused: no CA to verify it")
+    for grpc in grpc_routes:
+        if grpc.tls:
+            collect.add("", str(grpc.upstream), "TLS backend refused: no CA to verify it")
 
 
 def _resolvers(collect: _Collector, raw: Sequence[str]) -> tuple[str, ...]:
@@ -515,20 +588,26 @@ def build_telemetry_proxy(inputs: TelemetryProxyInputs) -> TelemetryProxyPlan:
 
     Never raises on relation data: invalid items are dropped and listed in ``plan.problems``.
 
+    With ``server_ca_cert`` the proxy serves TLS: every URL is ``https`` on ``https_port``, the
+    workers get the CA (``proxied_telemetry.ca_cert``) and the scrape jobs name it.
+
     Raises:
         ValueError: the status port collides with a proxy port or the exporter port.
     """
     config = inputs.config
-    if inputs.status_port in config.ports or inputs.status_port == NGINX_EXPORTER_PORT:
+    configured = config.listen_ports(tls=True)  # https_port is reserved even without TLS
+    if inputs.status_port in configured or inputs.status_port == NGINX_EXPORTER_PORT:
         raise ValueError(f"status_port {inputs.status_port} collides with another port")
-    if NGINX_EXPORTER_PORT in config.ports:
+    if NGINX_EXPORTER_PORT in configured:
         raise ValueError(f"port {NGINX_EXPORTER_PORT} is reserved for the nginx exporter")
     names = inputs.endpoints
     collect = _Collector()
-    base = _proxy_base_url(inputs)
+    ca_cert = _server_ca(collect, inputs)
+    tls = ca_cert is not None
+    base = _proxy_base_url(inputs, tls=tls)
 
-    http_routes, worker_jobs, query_backends = _worker_routes(collect, inputs)
-    query_route, query_url = _query_route(inputs, query_backends)
+    http_routes, worker_jobs, query_backends = _worker_routes(collect, inputs, ca_cert)
+    query_route, query_url = _query_route(inputs, query_backends, tls=tls)
 
     loki_urls: dict[str, str] = {}
     for unit, url in _unit_urls(collect, inputs, names.logging, inputs.backend_loki_urls).items():
@@ -544,10 +623,14 @@ def build_telemetry_proxy(inputs: TelemetryProxyInputs) -> TelemetryProxyPlan:
         http_routes.append(HttpRoute(location=location, exact=True, upstream=url))
         remote_write.append(base + location)
 
-    charm_http, _, charm_proxied = _tracing(collect, inputs, kind="charm")
-    workload_http, grpc_routes, workload_proxied = _tracing(collect, inputs, kind="workload")
+    charm_http, _, charm_proxied = _tracing(collect, inputs, kind="charm", tls=tls)
+    workload_http, grpc_routes, workload_proxied = _tracing(
+        collect, inputs, kind="workload", tls=tls
+    )
     http_routes += charm_http + workload_http
 
+    if not inputs.upstream_trust:
+        _refuse_unverifiable(collect, http_routes, grpc_routes)
     resolvers = _resolvers(collect, inputs.resolvers)
     upstreams = [route.upstream for route in http_routes]
     upstreams += query_route.backends if query_route else ()
@@ -565,10 +648,13 @@ def build_telemetry_proxy(inputs: TelemetryProxyInputs) -> TelemetryProxyPlan:
             charm_tracing_receivers=dict(sorted(charm_proxied.items())),
             workload_tracing_receivers=dict(sorted(workload_proxied.items())),
             remote_write_urls=tuple(sorted(remote_write)),
+            ca_cert=ca_cert,
         ),
         scrape_jobs=(_exporter_job(), *sorted(worker_jobs, key=lambda j: j["job_name"])),
         problems=tuple(sorted(set(collect.problems))),
         query_route=query_route,
         query_url=query_url,
         loop_token=_loop_token(inputs.identity),
+        tls=tls,
+        upstream_trust=inputs.upstream_trust,
     )

@@ -3,7 +3,9 @@
 Application databag (leader): ``scrape_jobs`` (only :data:`ALLOWED_JOB_KEYS`), ``scrape_metadata``
 (JSON topology), ``alert_rules``; every unit's databag: ``prometheus_scrape_unit_address``,
 ``_name`` and ``_fqdn`` as plain strings (a job target ``*:PORT`` expands to each unit's address).
-Wire format: ``../shared/spec/telemetry-interfaces.md``.
+An ``https`` job carries its CA as PEM text in ``tls_config.ca_file`` (prometheus-k8s writes it to
+a file); a client key never goes into relation data. Wire format:
+``../shared/spec/telemetry-interfaces.md``.
 """
 
 from __future__ import annotations
@@ -56,7 +58,11 @@ ALLOWED_JOB_KEYS = frozenset(
 
 
 def sanitize_scrape_jobs(jobs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Keep only :data:`ALLOWED_JOB_KEYS` in each job (dropped keys are logged)."""
+    """Keep only :data:`ALLOWED_JOB_KEYS` in each job (dropped keys are logged).
+
+    A ``tls_config`` keeps no ``key_file``: relation data is readable by the whole model, and
+    a private key must never be written there.
+    """
     cleaned: list[dict[str, Any]] = []
     for job in jobs:
         dropped = sorted(set(job) - ALLOWED_JOB_KEYS)
@@ -64,7 +70,12 @@ def sanitize_scrape_jobs(jobs: Sequence[Mapping[str, Any]]) -> list[dict[str, An
             logger.warning(
                 "scrape job %r: dropping unsupported keys %s", job.get("job_name"), dropped
             )
-        cleaned.append({key: value for key, value in job.items() if key in ALLOWED_JOB_KEYS})
+        kept = {key: value for key, value in job.items() if key in ALLOWED_JOB_KEYS}
+        tls_config = kept.get("tls_config")
+        if isinstance(tls_config, Mapping) and "key_file" in tls_config:
+            logger.warning("scrape job %r: dropping tls_config.key_file", job.get("job_name"))
+            kept["tls_config"] = {k: v for k, v in tls_config.items() if k != "key_file"}
+        cleaned.append(kept)
     return cleaned
 
 
