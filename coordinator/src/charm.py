@@ -31,6 +31,10 @@ from coordinated_mesh import (
 
 HTTP_PORT = 8080
 """The coordinator's nginx port: the workers' telemetry proxy and the cluster's query API."""
+HTTPS_PORT = 8443
+"""The same routes over TLS while the coordinator has a certificate (``certificates``). A port
+of its own, so that plain HTTP keeps serving the workers that have not switched yet when TLS is
+turned on or off: no log line or sample is lost in the switch."""
 GRPC_PORT = 4317
 """The coordinator's gRPC (h2c) port for the workers' OTLP traces: the standard OTLP gRPC port.
 
@@ -63,13 +67,17 @@ class MeshCoordinatorCharm(ops.CharmBase):
     on a subclass."""
     resolv_conf: ClassVar[str | None] = None
     """Where nginx's DNS resolvers are read (``None``: ``/etc/resolv.conf``); tests set a file."""
+    system_ca_bundle: ClassVar[str | None] = None
+    """The system CA bundle trusted for TLS backends (``None``: the charm container's)."""
+    tls_backend_check: ClassVar[Callable[..., str | None] | None] = None
+    """How a TLS backend is verified for the status (``None``: a real handshake)."""
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
         self.coordinator = Coordinator(
             self,
             worker_telemetry_proxy_config=WorkerTelemetryProxyConfig(
-                http_port=HTTP_PORT, https_port=HTTP_PORT, grpc_port=GRPC_PORT
+                http_port=HTTP_PORT, https_port=HTTPS_PORT, grpc_port=GRPC_PORT
             ),
             worker_query_api=QUERY_API,
             nginx_upstream_resolve=NGINX_UPSTREAM_RESOLVE,
@@ -81,7 +89,7 @@ class MeshCoordinatorCharm(ops.CharmBase):
                     relation="grafana-source",
                     endpoints=[
                         Endpoint(
-                            ports=[HTTP_PORT],
+                            ports=[HTTP_PORT, HTTPS_PORT],
                             methods=[Method.get, Method.post],
                             paths=[QUERY_API.mesh_path],
                         )
@@ -91,6 +99,8 @@ class MeshCoordinatorCharm(ops.CharmBase):
             worker_config=lambda: WORKER_CONFIG,
             kubernetes_backend_factory=self.kubernetes_backend_factory,
             resolv_conf=self.resolv_conf,
+            system_ca_bundle=self.system_ca_bundle,
+            tls_backend_check=self.tls_backend_check,
         )
 
 

@@ -23,11 +23,13 @@ import ops
 import pytest
 from coordinated_mesh import testing as cluster_data
 from coordinated_mesh.k8s.client import CRDMissingError, ForbiddenError, KubernetesError
+from coordinated_mesh.proxy.nginx import NginxSettings
 from coordinated_mesh.proxy.pebble import NGINX_CONFIG_PATH, exporter_layer, nginx_layer
 from coordinated_mesh.testing import FakeKubernetes
 from ops import testing
 
 from tests.support.binaries import require_binary, require_nginx_with_upstream_resolve
+from tests.support.tls import issue, make_ca
 from tests.support.charm_loader import load_charm_module
 
 APP = "coord"
@@ -38,11 +40,28 @@ CharmType = CHARM.MeshCoordinatorCharm
 # --- Kubernetes ------------------------------------------------------------------------------
 
 
-def coordinator_charm_type(*, kubernetes: FakeKubernetes | None, resolv_conf: str) -> type[Any]:
-    """The coordinator charm with its seams set: a Kubernetes (the real one when ``None``) and
-    the file its DNS resolvers are read from."""
+def verified_tls_backend(host: str, port: int, **_: Any) -> str | None:
+    """The stand-in TLS backend check of unit tests: every backend verifies (no network)."""
+    return None
+
+
+def coordinator_charm_type(
+    *,
+    kubernetes: FakeKubernetes | None,
+    resolv_conf: str,
+    system_ca_bundle: str | None = None,
+    tls_backend_check: Any = None,
+) -> type[Any]:
+    """The coordinator charm with its seams set: a Kubernetes (the real one when ``None``), the
+    file its DNS resolvers are read from, its system CA bundle (``None``: this machine's) and how
+    it verifies TLS backends (default: :func:`verified_tls_backend`, no network)."""
     # The subclass keeps the charm's module, where ops.testing finds its charmcraft.yaml.
-    attributes: dict[str, Any] = {"__module__": CharmType.__module__, "resolv_conf": resolv_conf}
+    attributes: dict[str, Any] = {
+        "__module__": CharmType.__module__,
+        "resolv_conf": resolv_conf,
+        "system_ca_bundle": system_ca_bundle,
+        "tls_backend_check": staticmethod(tls_backend_check or verified_tls_backend),
+    }
     if kubernetes is not None:
         fake = kubernetes
         attributes["kubernetes_backend_factory"] = staticmethod(lambda **_: fake)
@@ -73,7 +92,13 @@ def make_context(
             return text
 
         monkeypatch.setattr(decide_module, "render_nginx_config", recording_render)
-    charm_type = coordinator_charm_type(kubernetes=kubernetes, resolv_conf=str(resolv_conf))
+    system_ca_bundle = tmp_path / "ca-certificates.crt"
+    system_ca_bundle.write_text(_stand_in_tls_files()[Path(NginxSettings().upstream_ca_path).name])
+    charm_type = coordinator_charm_type(
+        kubernetes=kubernetes,
+        resolv_conf=str(resolv_conf),
+        system_ca_bundle=str(system_ca_bundle),
+    )
     return testing.Context(charm_type, app_name=APP)
 
 
@@ -284,11 +309,42 @@ def relation(out: testing.State, endpoint: str) -> testing.RelationBase:
 # --- nginx -t --------------------------------------------------------------------------------
 
 _CHECKED: set[str] = set()
+_STAND_INS: dict[str, str] = {}
 _POOLED_RE = re.compile(r"^ *(?:upstream \S+ \{|http2 on;)$", re.MULTILINE)
 
 
-def check_nginx(config: str) -> None:
+def _stand_in_tls_files() -> dict[str, str]:
+    """A server certificate, its key and a CA made by the real openssl, once per session."""
+    if not _STAND_INS:
+        where = Path(tempfile.mkdtemp(prefix="tls-stand-ins-"))
+        ca = make_ca(where)
+        leaf = issue(ca, where, ["coordinator.test"])
+        settings = NginxSettings()
+        _STAND_INS.update(
+            {
+                Path(settings.server_cert_path).name: leaf.chain.read_text(),
+                Path(settings.server_key_path).name: leaf.key.read_text(),
+                Path(settings.upstream_ca_path).name: ca.pem,
+            }
+        )
+    return _STAND_INS
+
+
+def _materialize_tls_files(local: Path, files_root: Path | None) -> None:
+    """The TLS files under ``local``: the charm's (under ``files_root``) or stand-ins."""
+    local.mkdir()
+    tls_dir = NginxSettings().tls_dir.lstrip("/")
+    for name, stand_in in _stand_in_tls_files().items():
+        written = files_root / tls_dir / name if files_root is not None else None
+        text = written.read_text() if written is not None and written.exists() else stand_in
+        (local / name).write_text(text)
+
+
+def check_nginx(config: str, files_root: Path | None = None) -> None:
     """Assert the real nginx accepts ``config`` (``nginx -t``); skip cleanly without nginx.
+
+    The TLS files it names are those under ``files_root`` (the nginx container's filesystem in
+    ops.testing) when there, otherwise stand-ins made by openssl: ``nginx -t`` loads them.
 
     A pooled rendering (``NginxSettings.upstream_resolve``, what the reference coordinator
     renders for its nginx 1.28 image) is checked by nginx >= 1.27.3, the others by Debian's 1.22.
@@ -301,6 +357,12 @@ def check_nginx(config: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         prefix = Path(tmp)
         path = prefix / "nginx.conf"
+        tls_dir = NginxSettings().tls_dir.rstrip("/")
+        if f"{tls_dir}/" in config:
+            # The files the charm wrote (from the container's filesystem), else stand-ins.
+            local = prefix / "tls"
+            _materialize_tls_files(local, files_root)
+            config = config.replace(f"{tls_dir}/", f"{local}/")
         path.write_text(config)
         result = subprocess.run(
             [nginx, "-t", "-q", "-e", "stderr", "-p", f"{prefix}/", "-c", str(path)],

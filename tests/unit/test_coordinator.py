@@ -198,7 +198,7 @@ def test_external_policies_are_published_for_related_apps(ctx: Ctx, kube: FakeKu
                 "grafana",
                 "app",
                 json.dumps(
-                    [_endpoint(ports=[8080], methods=["GET", "POST"], paths=["/query/*"])],
+                    [_endpoint(ports=[8080, 8443], methods=["GET", "POST"], paths=["/query/*"])],
                     sort_keys=True,
                 ),
             ),
@@ -207,7 +207,11 @@ def test_external_policies_are_published_for_related_apps(ctx: Ctx, kube: FakeKu
                 "prometheus",
                 "app",
                 json.dumps(
-                    [_endpoint(ports=[8080], methods=["GET"], paths=["/proxy/worker/{*}/metrics"])],
+                    [
+                        _endpoint(
+                            ports=[8080, 8443], methods=["GET"], paths=["/proxy/worker/{*}/metrics"]
+                        )
+                    ],
                     sort_keys=True,
                 ),
             ),

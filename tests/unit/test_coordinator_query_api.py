@@ -265,7 +265,13 @@ def test_grafana_may_query_and_do_nothing_else(ctx: Ctx, kube: FakeKubernetes):
     (rule,) = rendered["spec"]["rules"]
     assert rendered["spec"]["targetRefs"] == [{"group": "", "kind": "Service", "name": APP}]
     assert rule["to"] == [
-        {"operation": {"ports": ["8080"], "methods": ["GET", "POST"], "paths": ["/query/*"]}}
+        {
+            "operation": {
+                "ports": ["8080", "8443"],
+                "methods": ["GET", "POST"],
+                "paths": ["/query/*"],
+            }
+        }
     ]
     (pattern,) = rule["to"][0]["operation"]["paths"]
     grafana_paths = [
@@ -301,7 +307,7 @@ def test_the_real_beacon_library_reads_the_grafana_policy(ctx: Ctx, kube: FakeKu
     with beacon(beacon.on.update_status(), testing.State(leader=True, relations=[mesh])) as mgr:
         (parsed,) = mgr.charm.mesh.mesh_info()
     assert [e.model_dump(mode="json") for e in parsed.endpoints] == [
-        {"hosts": None, "ports": [8080], "methods": ["GET", "POST"], "paths": ["/query/*"]}
+        {"hosts": None, "ports": [8080, 8443], "methods": ["GET", "POST"], "paths": ["/query/*"]}
     ]
 
 

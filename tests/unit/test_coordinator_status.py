@@ -130,7 +130,7 @@ def test_default_mesh_policies():
     assert unit == UnitPolicy(relation="metrics", ports=[9113])
     assert isinstance(app, AppPolicy)
     (endpoint,) = app.endpoints
-    assert endpoint.ports == [8080]  # where the scrape jobs point; TLS (8443) is not served yet
+    assert endpoint.ports == [8080, 8443]  # where the scrape jobs point, without and with TLS
     assert endpoint.methods == [Method.get]
     assert endpoint.paths == ["/proxy/worker/{*}/metrics"]
 

@@ -173,6 +173,7 @@ def apply_workload(
             charm.model,
             url=decision.proxy.query_url,
             source_type=spec.query_api.datasource_type,
+            ca_cert=decision.proxy.proxied_telemetry.ca_cert,
             endpoint=endpoints.grafana_source,
             memory=memory,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import ops
@@ -33,12 +34,14 @@ from coordinated_mesh.coordinator.decide import (
 from coordinated_mesh.coordinator.kubernetes import KubernetesBackend, make_kubernetes_backend
 from coordinated_mesh.coordinator.snapshot import Snapshot, TlsSources, observe
 from coordinated_mesh.coordinator.status import Observations, unit_statuses
+from coordinated_mesh.coordinator.tls import backend_checks_key, check_tls_backends, tls_backends
 from coordinated_mesh.k8s.client import ClientFactory
 from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
 from coordinated_mesh.mesh.policies import AppPolicy, UnitPolicy
 from coordinated_mesh.parse import parse_cluster_domain, shorten, unit_fqdn
 from coordinated_mesh.proxy.config import WorkerQueryApi, WorkerTelemetryProxyConfig
 from coordinated_mesh.proxy.nginx import NginxSettings
+from coordinated_mesh.proxy.tls import check_backend_tls
 from coordinated_mesh.relations.certificate_transfer import TrustedCas
 from coordinated_mesh.relations.certificates import ServerCertificates
 from coordinated_mesh.relations.endpoints import CoordinatorEndpoints
@@ -96,6 +99,10 @@ class Coordinator(Reconciler[KubernetesBackend]):
         resolv_conf: where to read the DNS resolvers nginx uses (default ``/etc/resolv.conf``).
         system_ca_bundle: the system CA bundle trusted for TLS backends (default the charm
             container's ``/etc/ssl/certs/ca-certificates.crt``).
+        tls_backend_check: how a TLS backend is verified for the status, called as
+            ``check(host, port, server_name=, trusted_pem=, timeout=)`` and returning why it
+            fails or ``None`` (default :func:`~coordinated_mesh.proxy.tls.check_backend_tls`, one
+            bounded handshake trusting what nginx trusts); tests pass a stand-in.
         cluster_domain: the Kubernetes cluster's DNS domain, in the Service and unit names
             handed to workers and scrapers.
         nginx_upstream_resolve: the ``nginx_container`` image's nginx is 1.27.3 or newer
@@ -112,6 +119,8 @@ class Coordinator(Reconciler[KubernetesBackend]):
     # Unit-local: whether this unit found nothing of coordinated-workers left to take over. A
     # cache: losing it (a new pod) costs one more look, three requests.
     _migration = ops.StoredState()
+    # Unit-local: the last verification of the TLS backends, and what it was made for.
+    _backend_checks = ops.StoredState()
 
     def __init__(
         self,
@@ -140,6 +149,7 @@ class Coordinator(Reconciler[KubernetesBackend]):
         kubernetes_backend_factory: Callable[..., KubernetesBackend] | None = None,
         resolv_conf: str | None = None,
         system_ca_bundle: str | None = None,
+        tls_backend_check: Callable[..., str | None] | None = None,
         cluster_domain: str = "cluster.local",
         nginx_upstream_resolve: bool = False,
     ):
@@ -208,9 +218,11 @@ class Coordinator(Reconciler[KubernetesBackend]):
         self._exporter_container = exporter_container
         self._resolv_conf = resolv_conf
         self._system_ca_bundle = system_ca_bundle
+        self._tls_backend_check = tls_backend_check or check_backend_tls
         self._cluster_domain = parse_cluster_domain(cluster_domain)
         self._observations: Observations | None = None
         self._migration.set_default(checked=False)
+        self._backend_checks.set_default(key="", failures=[])
         identity_names = self._certificate_names
         self.certificates = (
             ServerCertificates(charm, names=identity_names, endpoint=certificates_endpoint)
@@ -307,7 +319,32 @@ class Coordinator(Reconciler[KubernetesBackend]):
             )
             if outcome.migrated:
                 self._migration.checked = True  # this unit need not look again
+        outcome.proxy += self._check_tls_backends(snapshot, decision)
         self._observations = _observations(snapshot, decision, outcome)
+
+    def _check_tls_backends(self, snapshot: Snapshot, decision: Decision) -> list[str]:
+        """The TLS backends that fail verification as nginx verifies them, for the status.
+
+        Checked (one bounded handshake each) when the backends or the trust changed, and on the
+        periodic check (``update-status``); otherwise the last result is shown again.
+        """
+        backends = tls_backends(decision.proxy)
+        trust = snapshot.tls.upstream_trust
+        key = backend_checks_key(backends, trust) if backends else ""
+        stored = self._backend_checks
+        if key != stored.key or (backends and self.memory.periodic_check):
+            failures = (
+                check_tls_backends(backends, trust, check=self._tls_backend_check)
+                if backends
+                else []
+            )
+            if key != stored.key or failures != list(stored.failures):
+                stored.key, stored.failures = key, failures
+        else:
+            failures = [str(f) for f in stored.failures]
+        return [
+            f"TLS backend refused (502 until fixed; relate receive-ca-cert?): {f}" for f in failures
+        ]
 
     def statuses(self) -> Sequence[ops.StatusBase]:
         """The statuses of the last reconcile (none when nothing was reconciled)."""
@@ -404,10 +441,13 @@ def _observations(snapshot: Snapshot, decision: Decision, outcome: Outcome) -> O
         workload=outcome.workload,
         proxy=[*own, *outcome.proxy],
         tls_waiting=snapshot.tls.waiting,
-        tls_expiry=snapshot.tls.certificate.expiry
-        if decision.proxy.tls and snapshot.tls.certificate
-        else None,
+        tls_expiry=_served_expiry(snapshot, decision),
     )
+
+
+def _served_expiry(snapshot: Snapshot, decision: Decision) -> datetime | None:
+    certificate = snapshot.tls.certificate
+    return certificate.expiry if decision.proxy.tls and certificate is not None else None
 
 
 def _tls_summary(snapshot: Snapshot, decision: Decision) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from coordinated_mesh.coordinator.snapshot import Snapshot
-from coordinated_mesh.coordinator.tls import TlsFile, tls_files
+from coordinated_mesh.coordinator.tls import TlsFile, server_ca_path, tls_files
 from coordinated_mesh.mesh.cluster_policies import build_cluster_policies, held_labels, pod_labels
 from coordinated_mesh.mesh.policies import AppPolicy, Endpoint, MeshPolicy, Method, UnitPolicy
 from coordinated_mesh.parse import Problem
@@ -91,8 +91,9 @@ def default_mesh_policies(
     """The external policies every coordinator needs, before the charm's own ones.
 
     * whoever scrapes us over ``metrics_endpoint`` may reach the nginx exporter on every unit;
-    * and may ``GET`` the proxied worker metrics on the coordinator's Service, on the port the
-      published scrape jobs point at (``http_port``: TLS is not served yet).
+    * and may ``GET`` the proxied worker metrics on the coordinator's Service, on the ports the
+      published scrape jobs point at: ``http_port`` without TLS, ``https_port`` with it (both
+      are allowed, so switching TLS on or off needs no policy change and opens no deny window).
     """
     return [
         UnitPolicy(relation=metrics_endpoint, ports=[EXPORTER_PORT]),
@@ -100,7 +101,7 @@ def default_mesh_policies(
             relation=metrics_endpoint,
             endpoints=[
                 Endpoint(
-                    ports=[proxy.http_port],
+                    ports=sorted({proxy.http_port, proxy.https_port}),
                     methods=[Method.get],
                     paths=[WORKER_METRICS_PATH_PATTERN],
                 )
@@ -146,7 +147,7 @@ def decide(spec: CoordinatorSpec, snapshot: Snapshot) -> Decision:
         trust,
         server_cert_path=settings.server_cert_path,
         server_key_path=settings.server_key_path,
-        server_ca_path=settings.server_ca_path,
+        server_ca_path=server_ca_path(settings),
         upstream_ca_path=settings.upstream_ca_path,
     )
     stale = (
@@ -155,7 +156,7 @@ def decide(spec: CoordinatorSpec, snapshot: Snapshot) -> Decision:
         else (
             settings.server_key_path,
             settings.server_cert_path,
-            settings.server_ca_path,
+            server_ca_path(settings),
         )
     )
     labels = pod_labels(app, snapshot.mesh.labels if snapshot.mesh.active else None)
@@ -167,7 +168,7 @@ def decide(spec: CoordinatorSpec, snapshot: Snapshot) -> Decision:
     return Decision(
         proxy=proxy,
         nginx_config=render_nginx_config(proxy, spec.nginx_settings),
-        ports=tuple(sorted(spec.proxy_config.ports | {EXPORTER_PORT})),
+        ports=tuple(sorted(proxy.listen_ports | {EXPORTER_PORT})),
         labels=labels,
         cluster_policies=tuple(
             build_cluster_policies(

@@ -19,6 +19,7 @@ from coordinated_mesh.coordinator.tls import (
     TlsState,
     read_system_ca_bundle,
     served_certificate,
+    server_ca_path,
 )
 from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
 from coordinated_mesh.parse import Problem, nameservers_from_resolv_conf, unit_fqdn
@@ -260,7 +261,7 @@ def _read_tls(
                 container,
                 chain_path=settings.server_cert_path,
                 key_path=settings.server_key_path,
-                ca_path=settings.server_ca_path,
+                ca_path=server_ca_path(settings),
                 now=datetime.now(UTC),
             )
             kept = certificate is not None

@@ -20,6 +20,7 @@ import ops
 
 from coordinated_mesh.charm.pebble import pull_text, push_if_changed
 from coordinated_mesh.parse import parse_pem_certificates
+from coordinated_mesh.proxy.nginx import NginxSettings
 from coordinated_mesh.proxy.plan import TelemetryProxyPlan
 from coordinated_mesh.proxy.tls import check_backend_tls
 from coordinated_mesh.relations.certificates import ServerCertificate
@@ -33,6 +34,7 @@ __all__ = [
     "read_system_ca_bundle",
     "remove_tls_files",
     "served_certificate",
+    "server_ca_path",
     "tls_backends",
     "tls_files",
     "upstream_trust_bundle",
@@ -60,6 +62,11 @@ class TlsFile:
 
     def __repr__(self) -> str:  # a private key never reaches a log line or a traceback
         return f"TlsFile({self.path!r}, {len(self.text)} bytes, {oct(self.permissions)})"
+
+
+def server_ca_path(settings: NginxSettings) -> str:
+    """Where the served certificate's CA is kept beside it (nginx does not read it)."""
+    return f"{settings.tls_dir.rstrip('/')}/server-ca.crt"
 
 
 def read_system_ca_bundle(path: str = SYSTEM_CA_BUNDLE) -> str:
@@ -189,7 +196,9 @@ def served_certificate(
 
 def tls_backends(plan: TelemetryProxyPlan) -> tuple[tuple[str, int], ...]:
     """Every TLS backend of the plan (``https`` routes, ``grpcs`` receivers), sorted, once each."""
-    found = {(r.upstream.host, r.upstream.port) for r in plan.http_routes if r.upstream.scheme == "https"}
+    found = {
+        (r.upstream.host, r.upstream.port) for r in plan.http_routes if r.upstream.scheme == "https"
+    }
     found |= {(r.upstream.host, r.upstream.port) for r in plan.grpc_routes if r.tls}
     return tuple(sorted(found))
 
