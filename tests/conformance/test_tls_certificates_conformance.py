@@ -1,19 +1,16 @@
 """Our ServerCertificates against the real provider side of ``tls-certificates`` (v4).
 
-The provider is the real ``charmlibs.interfaces.tls_certificates.TLSCertificatesProvidesV4`` in a
-small charm that signs as the self-signed-certificates charm does
-(canonical/self-signed-certificates-operator ``src/charm.py``, ``_generate_root_certificate`` and
-``_generate_self_signed_certificate`` at df04ad3: ``generate_private_key``, ``generate_ca``,
-``generate_certificate`` for each outstanding request, published with ``set_relation_certificate``
-and ``chain=[certificate, ca]``). Each side runs in its own ``ops.testing`` context; the databag
-one side writes is what the other side reads. Real ``openssl verify`` checks what we read.
+The provider is the real ``TLSCertificatesProvidesV4`` signing as the self-signed-certificates
+charm does (:mod:`tests.support.certificates_provider`). Each side runs in its own
+``ops.testing`` context; the databag one side writes is what the other side reads. Real
+``openssl verify`` checks what we read.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,20 +34,16 @@ from ops import testing
 from scenario import mocking
 
 from tests.support.binaries import require_binary
+from tests.support.certificates_provider import ISSUER, PROVIDER, issue
 
 APP = "coord"
 MODEL = "mymodel"
 SERVICE = f"{APP}.{MODEL}.svc.cluster.local"
 UNIT_FQDN = f"{APP}-0.{APP}-endpoints.{MODEL}.svc.cluster.local"
-PROVIDER = "self-signed-certificates"
 
 REQUIRER_META: dict[str, Any] = {
     "name": APP,
     "requires": {"certificates": {"interface": "tls-certificates", "limit": 1}},
-}
-PROVIDER_META: dict[str, Any] = {
-    "name": PROVIDER,
-    "provides": {"certificates": {"interface": "tls-certificates"}},
 }
 
 
@@ -64,57 +57,8 @@ class RequirerCharm(ops.CharmBase):
         self.certificates = ServerCertificates(self, names=lambda: type(self).names)
 
 
-class Issuer:
-    """The CA, as the self-signed-certificates charm makes it (``_generate_root_certificate``)."""
-
-    def __init__(self) -> None:
-        self.key = tls.PrivateKey.generate()
-        self.ca = tls.Certificate.generate_self_signed_ca(
-            tls.CertificateRequestAttributes(common_name="test-ca", is_ca=True),
-            self.key,
-            timedelta(days=365),
-        )
-        self.override: Callable[[tls.CertificateSigningRequest], tls.Certificate] | None = None
-
-    def sign(self, csr: tls.CertificateSigningRequest, is_ca: bool) -> tls.Certificate:
-        if self.override is not None:
-            return self.override(csr)
-        return tls.Certificate.generate(
-            csr=csr, ca=self.ca, ca_private_key=self.key, validity=timedelta(days=90), is_ca=is_ca
-        )
-
-
-ISSUER = Issuer()
-
-
-class ProviderCharm(ops.CharmBase):
-    """The real provider class; signs each outstanding request (``_process_outstanding_...``)."""
-
-    def __init__(self, framework: ops.Framework):
-        super().__init__(framework)
-        self.tls = tls.TLSCertificatesProvidesV4(self, "certificates")
-        framework.observe(self.on["certificates"].relation_changed, self._issue)
-
-    def _issue(self, _: ops.EventBase) -> None:
-        for request in self.tls.get_outstanding_certificate_requests():
-            certificate = ISSUER.sign(request.certificate_signing_request, request.is_ca)
-            self.tls.set_relation_certificate(
-                tls.ProviderCertificate(
-                    relation_id=request.relation_id,
-                    certificate=certificate,
-                    certificate_signing_request=request.certificate_signing_request,
-                    ca=ISSUER.ca,
-                    chain=[certificate, ISSUER.ca],
-                )
-            )
-
-
 def requirer_context() -> testing.Context[RequirerCharm]:
     return testing.Context(RequirerCharm, meta=REQUIRER_META, app_name=APP, unit_id=0)
-
-
-def provider_context() -> testing.Context[ProviderCharm]:
-    return testing.Context(ProviderCharm, meta=PROVIDER_META, app_name=PROVIDER, unit_id=0)
 
 
 def our_relation(state: testing.State | None = None, **changes: Any) -> testing.Relation:
@@ -133,23 +77,6 @@ def request_csr(leader: bool = True) -> testing.State:
     """Our unit joins: the library generates the key (a unit secret) and writes the CSR."""
     state = testing.State(leader=leader, relations={our_relation()}, model=testing.Model(MODEL))
     return requirer_context().run(requirer_context().on.relation_created(our_relation()), state)
-
-
-def issue(our_unit_data: dict[str, str]) -> dict[str, str]:
-    """The provider's leader sees our unit's CSR and publishes the certificate."""
-    relation = testing.Relation(
-        "certificates",
-        interface="tls-certificates",
-        remote_app_name=APP,
-        id=7,
-        remote_units_data={0: our_unit_data},
-    )
-    ctx = provider_context()
-    out = ctx.run(
-        ctx.on.relation_changed(relation, remote_unit=0),
-        testing.State(leader=True, relations={relation}),
-    )
-    return dict(out.get_relation(7).local_app_data)
 
 
 def take(

@@ -29,8 +29,8 @@ from coordinated_mesh.testing import FakeKubernetes
 from ops import testing
 
 from tests.support.binaries import require_binary, require_nginx_with_upstream_resolve
-from tests.support.tls import issue, make_ca
 from tests.support.charm_loader import load_charm_module
+from tests.support.tls import issue, make_ca
 
 APP = "coord"
 MODEL = testing.Model(name="mymodel", uuid="00000000-0000-4000-8000-000000000001")
@@ -74,6 +74,7 @@ def make_context(
     *,
     kubernetes: FakeKubernetes | None = None,
     rendered: list[str] | None = None,
+    tls_backend_check: Any = None,
 ) -> testing.Context[Any]:
     """An ``ops.testing`` context for the coordinator charm, with a fixed DNS resolver.
 
@@ -98,6 +99,7 @@ def make_context(
         kubernetes=kubernetes,
         resolv_conf=str(resolv_conf),
         system_ca_bundle=str(system_ca_bundle),
+        tls_backend_check=tls_backend_check,
     )
     return testing.Context(charm_type, app_name=APP)
 
@@ -330,27 +332,27 @@ def _stand_in_tls_files() -> dict[str, str]:
     return _STAND_INS
 
 
-def _materialize_tls_files(local: Path, files_root: Path | None) -> None:
-    """The TLS files under ``local``: the charm's (under ``files_root``) or stand-ins."""
+def _materialize_tls_files(local: Path, tls_files: Path | None) -> None:
+    """The TLS files under ``local``: the charm's (in ``tls_files``) or stand-ins."""
     local.mkdir()
-    tls_dir = NginxSettings().tls_dir.lstrip("/")
     for name, stand_in in _stand_in_tls_files().items():
-        written = files_root / tls_dir / name if files_root is not None else None
+        written = tls_files / name if tls_files is not None else None
         text = written.read_text() if written is not None and written.exists() else stand_in
         (local / name).write_text(text)
 
 
-def check_nginx(config: str, files_root: Path | None = None) -> None:
+def check_nginx(config: str, tls_files: Path | None = None) -> None:
     """Assert the real nginx accepts ``config`` (``nginx -t``); skip cleanly without nginx.
 
-    The TLS files it names are those under ``files_root`` (the nginx container's filesystem in
-    ops.testing) when there, otherwise stand-ins made by openssl: ``nginx -t`` loads them.
+    The TLS files it names are those the charm wrote, in ``tls_files`` (the host directory of
+    the nginx container's ``NginxSettings.tls_dir`` in ops.testing), or else stand-ins made by
+    openssl: ``nginx -t`` loads them (and checks that the key matches the certificate).
 
     A pooled rendering (``NginxSettings.upstream_resolve``, what the reference coordinator
     renders for its nginx 1.28 image) is checked by nginx >= 1.27.3, the others by Debian's 1.22.
     """
     digest = hashlib.sha256(config.encode()).hexdigest()
-    if digest in _CHECKED:
+    if digest in _CHECKED and tls_files is None:
         return
     pooled = _POOLED_RE.search(config) is not None
     nginx = require_nginx_with_upstream_resolve() if pooled else require_binary("nginx")
@@ -361,7 +363,7 @@ def check_nginx(config: str, files_root: Path | None = None) -> None:
         if f"{tls_dir}/" in config:
             # The files the charm wrote (from the container's filesystem), else stand-ins.
             local = prefix / "tls"
-            _materialize_tls_files(local, files_root)
+            _materialize_tls_files(local, tls_files)
             config = config.replace(f"{tls_dir}/", f"{local}/")
         path.write_text(config)
         result = subprocess.run(
