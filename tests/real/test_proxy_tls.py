@@ -571,6 +571,19 @@ def test_check_backend_tls_names_what_fails(pki: Pki):
     assert refused.startswith("127.0.0.1:")
 
 
+def test_check_backend_tls_offers_h2_to_a_grpc_receiver(pki: Pki):
+    seen: list[tuple[dict[str, str], bytes]] = []
+    listener = start_grpc_upstream(seen, server_context(pki.backend, alpn=["h2"]))
+    try:
+        port = listener.getsockname()[1]
+        reason = check_backend_tls(
+            "127.0.0.1", port, server_name="backend.test", trusted_pem=pki.ca.pem, alpn=("h2",)
+        )
+        assert reason is None
+    finally:
+        listener.close()
+
+
 def test_check_backend_tls_is_bounded_in_time(pki: Pki):
     """A backend that accepts the connection and never answers the handshake."""
     with socket.create_server(("127.0.0.1", 0)) as silent:
