@@ -222,27 +222,40 @@ def test_tls_backends_are_verified_with_the_trusted_file(ca_pem: str, pooled: bo
     inputs = tls_inputs(
         ca_pem,
         backend_loki_urls={"loki/0": "https://loki-0.l.cos.svc.cluster.local:3100/push"},
+        backend_workload_tracing_receivers={
+            "otlp_http": "https://tempo.cos.svc.cluster.local:4318",  # so gRPC is TLS too
+            "otlp_grpc": "tempo.cos.svc.cluster.local:4317",
+        },
         upstream_trust=True,
     )
     text = render_nginx_config(
         build_telemetry_proxy(inputs), replace(SETTINGS, upstream_resolve=pooled)
     )
-    assert _upstream_tls_lines(text) == [
+    assert _upstream_tls_lines(text) == [  # http level: no trusted file (see below)
         "proxy_ssl_server_name on;",
         "grpc_ssl_server_name on;",
         "proxy_ssl_protocols TLSv1.2 TLSv1.3;",
+        "grpc_ssl_protocols TLSv1.2 TLSv1.3;",
+    ]
+    location = block(text, "location = /proxy/loki/loki-0/push").splitlines()
+    assert "proxy_pass $upstream$is_args$args;" in location
+    assert location[-3:] == [
         "proxy_ssl_verify on;",
         "proxy_ssl_verify_depth 4;",
         "proxy_ssl_trusted_certificate /etc/nginx/tls/upstream-ca.crt;",
-        "grpc_ssl_protocols TLSv1.2 TLSv1.3;",
+    ]
+    if pooled:  # the name verified is the backend's, not the block's
+        assert "proxy_ssl_name loki-0.l.cos.svc.cluster.local;" in location
+    grpc = block(text, "location /opentelemetry.proto.collector.trace.v1.TraceService/")
+    assert grpc.splitlines()[-3:] == [
         "grpc_ssl_verify on;",
         "grpc_ssl_verify_depth 4;",
         "grpc_ssl_trusted_certificate /etc/nginx/tls/upstream-ca.crt;",
     ]
-    location = block(text, "location = /proxy/loki/loki-0/push").splitlines()
-    assert "proxy_pass $upstream$is_args$args;" in location
-    if pooled:  # the name verified is the backend's, not the block's
-        assert "proxy_ssl_name loki-0.l.cos.svc.cluster.local;" in location
+    # Only the TLS backends' locations load the trusted file (nginx 1.22 loads it once per
+    # location that has it; inherited by thousands of worker locations, that takes minutes).
+    assert text.count("_ssl_trusted_certificate") == 3  # loki, otlp_http, otlp_grpc
+    assert "ssl" not in block(text, "location = /proxy/worker/worker-0/metrics")
 
 
 @pytest.mark.parametrize("pooled", [False, True])
