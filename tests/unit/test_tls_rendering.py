@@ -25,7 +25,9 @@ from coordinated_mesh.relations.grafana_source import (
     tls_fields,
 )
 from coordinated_mesh.relations.prometheus_scrape import sanitize_scrape_jobs
+from hypothesis import given, settings
 
+from tests.support.proxy_strategies import hostile_text
 from tests.support.tls import make_ca
 from tests.unit.test_nginx_config import INPUTS, block
 
@@ -112,6 +114,18 @@ def test_a_malformed_ca_is_a_problem_and_the_proxy_stays_plain(ca_pem: str):
         ((problem,),) = [[p for p in plan.problems if p.endpoint == "certificates"]]
         assert problem.reason.startswith("not serving TLS: ")
         assert "\n" not in str(problem)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hostile=hostile_text)
+def test_a_hostile_ca_never_raises_nor_reaches_the_text(hostile: str):
+    """Whatever the certificates provider sends as its CA: plain HTTP and a printable problem."""
+    plan = build_telemetry_proxy(replace(INPUTS, server_ca_cert=hostile))
+    assert not plan.tls
+    (problem,) = [p for p in plan.problems if p.endpoint == "certificates"]
+    assert str(problem).isprintable()
+    # nginx.conf is the plain one, as without a CA.
+    assert render_nginx_config(plan) == render_nginx_config(build_telemetry_proxy(INPUTS))
 
 
 def test_a_ca_is_canonicalised(ca_pem: str):
