@@ -289,7 +289,7 @@ def test_grpc_over_tls_carries_a_trace(
         return subprocess.run(
             [curl, "-sS", "--http2", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
              *trust, "--resolve", f"{FQDN}:{config.grpc_port}:127.0.0.1",
-             "-H", "content-type: application/grpc", "-H", "te: trailers",
+             "-H", "content-type: application/grpc",
              "--data-binary", "@-", f"https://{FQDN}:{config.grpc_port}{EXPORT}"],
             input=grpc_frame(request.SerializeToString()),
             capture_output=True, timeout=30, check=False,
@@ -404,7 +404,10 @@ def test_a_grpcs_backend_is_reached_only_when_verified(
             [curl, "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
              "-H", "content-type: application/grpc", "--data-binary", "@-",
              f"http://127.0.0.1:{config.grpc_port}{EXPORT}"],
-            input=grpc_frame(b"abc"), capture_output=True, timeout=30, check=False,
+            # A refused request is sent without a body: nginx answers 502 before reading one and
+            # then resets the stream, which curl may report instead of the answer.
+            input=grpc_frame(b"abc") if case == "verified" else b"",
+            capture_output=True, timeout=30, check=False,
         )  # fmt: skip
         if case == "verified":
             assert done.stdout.decode() == "200", (done.stderr, nginx.log())
@@ -571,6 +574,19 @@ def test_check_backend_tls_names_what_fails(pki: Pki):
     assert refused.startswith("127.0.0.1:")
 
 
+def test_check_backend_tls_offers_h2_to_a_grpc_receiver(pki: Pki):
+    seen: list[tuple[dict[str, str], bytes]] = []
+    listener = start_grpc_upstream(seen, server_context(pki.backend, alpn=["h2"]))
+    try:
+        port = listener.getsockname()[1]
+        reason = check_backend_tls(
+            "127.0.0.1", port, server_name="backend.test", trusted_pem=pki.ca.pem, alpn=("h2",)
+        )
+        assert reason is None
+    finally:
+        listener.close()
+
+
 def test_check_backend_tls_is_bounded_in_time(pki: Pki):
     """A backend that accepts the connection and never answers the handshake."""
     with socket.create_server(("127.0.0.1", 0)) as silent:
@@ -611,3 +627,41 @@ def test_every_tls_layout_passes_nginx_t(
     done = nginx_test(proxy_nginx.binary, render_nginx_config(plan, settings), tmp_path)
     assert done.returncode == 0, done.stderr
     assert "warn" not in done.stderr, done.stderr  # nothing deprecated on either nginx
+
+
+def test_a_large_trust_file_with_many_worker_routes_loads_in_seconds(
+    proxy_nginx: ProxyNginx, tmp_path: Path, pki: Pki
+):
+    """nginx 1.22 loads a trusted file once per location that has it: at http level, inherited
+    by every worker location, 2,000 of them with the system bundle took over 30 s in nginx -t
+    (found while writing this). Only the TLS backends' locations have it."""
+    system = Path(ssl.get_default_verify_paths().openssl_cafile)
+    if not system.is_file():
+        pytest.skip(f"no system CA bundle at {system}")
+    workers = [
+        WorkerUnitData(
+            juju_topology=JujuTopology(application="w", unit=f"w/{i}", charm_name="w"),
+            address=f"w-{i}.test",
+            metrics_endpoint=MetricsEndpoint(port=9090),
+        )
+        for i in range(2000)
+    ]
+    plan = build_telemetry_proxy(
+        TelemetryProxyInputs(
+            identity=IDENTITY,
+            config=_config("two-ports", grpc=True),
+            workers=workers,
+            backend_loki_urls={"loki/0": "https://loki-0.test:3100/push"},
+            resolvers=["127.0.0.1:53"],
+            status_port=free_port(),
+            server_ca_cert=pki.ca.pem,
+            upstream_trust=True,
+        )
+    )
+    settings = settings_for(proxy_nginx, tmp_path)
+    install_server_certificate(settings, pki.proxy)
+    Path(settings.upstream_ca_path).write_text(pki.ca.pem + system.read_text())
+    began = time.monotonic()
+    done = nginx_test(proxy_nginx.binary, render_nginx_config(plan, settings), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - began < 10

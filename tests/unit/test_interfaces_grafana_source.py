@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import ops
@@ -14,6 +15,8 @@ from coordinated_mesh.relations.grafana_source import (
     publish_grafana_source,
 )
 from ops import testing
+
+from tests.support.tls import make_ca
 
 META = {"name": "coordinator", "provides": {"grafana-source": {"interface": "grafana_datasource"}}}
 UUID = "12345678-1234-4234-8234-123456789abc"
@@ -137,3 +140,23 @@ def test_an_invalid_datasource_type_is_a_charm_error():
     relation = testing.Relation("grafana-source", remote_app_name="grafana")
     with pytest.raises(ValueError, match="invalid Grafana datasource"):
         _run(relation, leader=True, url=URL, source_type="Not A Type")
+
+
+def test_an_https_datasource_carries_its_ca_for_grafana(tmp_path: Path):
+    """grafana-k8s provisions ``extra_fields`` as jsonData, ``secure_extra_fields`` as
+    secureJsonData (canonical/grafana-k8s-operator ``src/grafana_config.py``)."""
+    ca = make_ca(tmp_path).pem
+    relation = testing.Relation("grafana-source", remote_app_name="grafana")
+    ctx = testing.Context(Charm, meta=META, app_name="coordinator")
+    state = testing.State(relations={relation}, leader=True, model=MODEL)
+    https = URL.replace("http://", "https://").replace(":8080", ":8443")
+    with ctx(ctx.on.update_status(), state) as mgr:
+        assert publish_grafana_source(
+            mgr.charm.model, url=https, source_type="prometheus", ca_cert=ca
+        )
+        out = mgr.run()
+    rel = out.get_relation(relation.id)
+    data = json.loads(rel.local_app_data["grafana_source_data"])
+    assert data["extra_fields"] == {"tlsAuthWithCACert": True}
+    assert data["secure_extra_fields"] == {"tlsCACert": ca}
+    assert rel.local_unit_data["grafana_source_host"] == https

@@ -125,7 +125,9 @@ def test_grpc_to_a_tls_receiver_is_grpcs_with_sni():
     )
     text = render(tls)
     assert block(text, "location /opentelemetry.proto.collector.trace.v1.TraceService/") == (
-        "set $grpc_upstream grpcs://tempo.cos.svc.cluster.local:4317;\ngrpc_pass $grpc_upstream;"
+        "set $grpc_upstream grpcs://tempo.cos.svc.cluster.local:4317;\ngrpc_pass $grpc_upstream;\n"
+        "grpc_ssl_verify on;\ngrpc_ssl_verify_depth 4;\n"
+        "grpc_ssl_trusted_certificate /etc/nginx/tls/upstream-ca.crt;"
     )
     assert "grpc_ssl_server_name on;" in text
 

@@ -74,6 +74,9 @@ def test_locations_name_their_block_and_keep_host_and_sni():
         "set $upstream https://https_loki-0.l.cos.svc.cluster.local_3100/push;",
         "proxy_pass $upstream$is_args$args;",
         "proxy_ssl_name loki-0.l.cos.svc.cluster.local;",
+        "proxy_ssl_verify on;",
+        "proxy_ssl_verify_depth 4;",
+        "proxy_ssl_trusted_certificate /etc/nginx/tls/upstream-ca.crt;",
     ]
     # Host comes from the http level (a location's proxy_set_header would drop inherited ones).
     http = [
@@ -107,6 +110,9 @@ def test_grpc_to_tls_is_pooled_separately_with_sni():
         "set $grpc_upstream grpcs://grpcs_tempo.cos.svc.cluster.local_4317;",
         "grpc_pass $grpc_upstream;",
         "grpc_ssl_name tempo.cos.svc.cluster.local;",
+        "grpc_ssl_verify on;",
+        "grpc_ssl_verify_depth 4;",
+        "grpc_ssl_trusted_certificate /etc/nginx/tls/upstream-ca.crt;",
     ]
     assert "grpcs_tempo.cos.svc.cluster.local_4317" in upstream_blocks(text)
     assert "listen 4317;\n        http2 on;" in text  # nginx >= 1.25.1 deprecates listen http2

@@ -214,7 +214,9 @@ def _listen(settings: NginxSettings, port: int, *extra: str) -> str:
     return " ".join([f"listen {address}{_safe(port)}", *extra]) + ";"
 
 
-def _http_route(out: _Writer, route: HttpRoute, pools: _Pools | None = None) -> None:
+def _http_route(
+    out: _Writer, route: HttpRoute, pools: _Pools | None = None, trusted: str | None = None
+) -> None:
     upstream = route.upstream
     location = _safe(route.location)
     origin = upstream.origin if pools is None else pools.http_origin(upstream)
@@ -235,6 +237,8 @@ def _http_route(out: _Writer, route: HttpRoute, pools: _Pools | None = None) -> 
         out.line("proxy_pass $upstream;")
     if pools is not None:
         pools.http_headers(out, upstream)
+    if trusted is not None and upstream.scheme == "https":
+        _verify_backend(out, "proxy", trusted)
     out.close()
 
 
@@ -268,7 +272,9 @@ def _query_location(out: _Writer, route: QueryRoute, pools: _Pools | None = None
     out.close()
 
 
-def _grpc_route(out: _Writer, route: GrpcRoute, pools: _Pools | None = None) -> None:
+def _grpc_route(
+    out: _Writer, route: GrpcRoute, pools: _Pools | None = None, trusted: str | None = None
+) -> None:
     out.open(f"location {_safe(route.location)}")
     if pools is not None:
         pools.set_host(out, _safe(route.upstream))
@@ -279,6 +285,8 @@ def _grpc_route(out: _Writer, route: GrpcRoute, pools: _Pools | None = None) -> 
     out.line("grpc_pass $grpc_upstream;")
     if pools is not None:
         pools.grpc_headers(out, route)
+    if trusted is not None and route.tls:
+        _verify_backend(out, "grpc", trusted)
     out.close()
 
 
@@ -528,7 +536,7 @@ def _proxy_server(
         if _refused(plan, route.upstream.scheme == "https"):
             _refused_route(out, route.location, exact=route.exact)
             continue
-        _http_route(out, route, pools)
+        _http_route(out, route, pools, _trusted(plan, settings))
     if plan.query_route is not None:
         _query_location(out, plan.query_route, pools)
     _not_found(out)
@@ -560,7 +568,7 @@ def _grpc_server(
         if _refused(plan, route.tls):
             _refused_route(out, route.location, exact=False)
             continue
-        _grpc_route(out, route, pools)
+        _grpc_route(out, route, pools, _trusted(plan, settings))
     _not_found(out)
     out.close()
 
@@ -605,13 +613,26 @@ def _refused_route(out: _Writer, location: str, *, exact: bool) -> None:
 
 
 def _upstream_tls(out: _Writer, plan: TelemetryProxyPlan, settings: NginxSettings) -> None:
-    """How nginx speaks TLS to backends: verified, with the backend's name, TLS 1.2/1.3."""
+    """The TLS versions nginx speaks to every backend (verification is per TLS location)."""
     for module in ("proxy", "grpc"):
         out.line(f"{module}_ssl_protocols {TLS_PROTOCOLS};")
-        if plan.upstream_trust:
-            out.line(f"{module}_ssl_verify on;")
-            out.line(f"{module}_ssl_verify_depth {UPSTREAM_VERIFY_DEPTH};")
-            out.line(f"{module}_ssl_trusted_certificate {_safe(settings.upstream_ca_path)};")
+
+
+def _trusted(plan: TelemetryProxyPlan, settings: NginxSettings) -> str | None:
+    return settings.upstream_ca_path if plan.upstream_trust else None
+
+
+def _verify_backend(out: _Writer, module: str, trusted: str) -> None:
+    """Verify this location's TLS backend: its chain against ``trusted``, and its name.
+
+    In the location, not at http level: nginx 1.22 loads the trusted file once per location
+    that inherits it (every proxying location: ``proxy_pass`` with a variable may be TLS), which
+    with a system bundle and thousands of worker locations takes minutes; only TLS backends'
+    locations load it here.
+    """
+    out.line(f"{module}_ssl_verify on;")
+    out.line(f"{module}_ssl_verify_depth {UPSTREAM_VERIFY_DEPTH};")
+    out.line(f"{module}_ssl_trusted_certificate {_safe(trusted)};")
 
 
 def _server_tls(out: _Writer, settings: NginxSettings) -> None:

@@ -1,21 +1,69 @@
-"""Check a TLS backend the way the proxy verifies it: to name one that fails, in a status.
+"""What the proxy trusts in its TLS backends, and a check that names one failing verification.
 
-:func:`check_backend_tls` makes one TLS handshake with Python's :mod:`ssl` trusting exactly the
-CAs nginx trusts (``NginxSettings.upstream_ca_path``), checking the backend's name, TLS 1.2 or
-newer, within a bounded time; it returns why the backend fails, or ``None``.
+:func:`upstream_ca_bundle` makes the text of ``NginxSettings.upstream_ca_path`` from the CAs
+received from other charms (parsed, bad ones reported) and the system bundle.
+:func:`check_backend_tls` makes one TLS handshake with Python's :mod:`ssl` trusting exactly those
+CAs, checking the backend's name, TLS 1.2 or newer, within a bounded time; it returns why the
+backend fails, or ``None``.
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Mapping, Sequence
 
-from coordinated_mesh.parse import shorten
+from coordinated_mesh.parse import Problem, parse_pem_certificates, shorten
 
-__all__ = ["MAX_CHECK_SECONDS", "check_backend_tls"]
+__all__ = ["MAX_CHECK_SECONDS", "MAX_RECEIVED_CAS", "check_backend_tls", "upstream_ca_bundle"]
 
 MAX_CHECK_SECONDS = 10.0
 """The longest a check may take (connect and handshake each); longer timeouts are cut to it."""
+MAX_RECEIVED_CAS = 64
+"""The most CA bundles taken from other charms; more are dropped, with a problem."""
+
+
+def upstream_ca_bundle(
+    received: Mapping[str, str],
+    *,
+    system_bundle: str = "",
+    endpoint: str = "receive-ca-cert",
+) -> tuple[str, tuple[Problem, ...]]:
+    """The CAs TLS backends are verified with: the text for ``NginxSettings.upstream_ca_path``.
+
+    Args:
+        received: who sent it (a unit or application name) -> a PEM bundle, from another charm
+            (``certificate_transfer``): each is parsed with
+            :func:`~coordinated_mesh.parse.parse_pem_certificates`; a bad one is dropped and
+            reported, the others are kept.
+        system_bundle: the nginx container's own CA bundle (trusted local text, appended as it
+            is), or ``""`` for none.
+        endpoint: the endpoint named in the problems.
+
+    Returns:
+        The bundle (``""`` when there is nothing to trust: then the plan's ``upstream_trust`` is
+        false and TLS backends get 502) and the problems, sorted. Equal CAs from several senders
+        are written once; the order is stable (by sender), so the text changes only when the
+        trust does.
+    """
+    problems: list[Problem] = []
+    blocks: list[str] = []
+    senders = sorted(received)
+    if len(senders) > MAX_RECEIVED_CAS:
+        problems.append(Problem(endpoint, f"{len(senders)} CAs", f"only {MAX_RECEIVED_CAS} used"))
+    for sender in senders[:MAX_RECEIVED_CAS]:
+        try:
+            bundle = parse_pem_certificates(received[sender])
+        except ValueError as e:
+            problems.append(Problem.of(endpoint, sender, f"CA not trusted: {e}"))
+            continue
+        for block in bundle.split("-----END CERTIFICATE-----\n")[:-1]:
+            if block not in blocks:
+                blocks.append(block)
+    text = "".join(block + "-----END CERTIFICATE-----\n" for block in blocks)
+    if system_bundle.strip():
+        text += system_bundle if system_bundle.endswith("\n") else system_bundle + "\n"
+    return text, tuple(sorted(problems))
 
 
 def _context(trusted_pem: str | None) -> ssl.SSLContext:
@@ -33,6 +81,7 @@ def check_backend_tls(
     server_name: str | None = None,
     trusted_pem: str | None,
     timeout: float = 5.0,
+    alpn: Sequence[str] = (),
 ) -> str | None:
     """Why the TLS backend ``host:port`` fails verification, or ``None`` when it verifies.
 
@@ -45,6 +94,8 @@ def check_backend_tls(
             nothing, so every backend fails, as it does in nginx.
         timeout: seconds for the connection and for the handshake, at most
             :data:`MAX_CHECK_SECONDS`.
+        alpn: the application protocols to offer: ``("h2",)`` for a gRPC receiver (as nginx's
+            ``grpcs`` does; gRPC servers may refuse a handshake without it).
 
     Returns:
         ``None``, or a reason that names the backend, one line, safe for a status
@@ -55,6 +106,8 @@ def check_backend_tls(
     where = f"{host}:{port}"
     try:
         context = _context(trusted_pem)
+        if alpn:
+            context.set_alpn_protocols(list(alpn))
     except (ssl.SSLError, ValueError) as e:
         return shorten(f"{where}: the trusted CAs do not load: {e}")
     limit = min(max(timeout, 0.1), MAX_CHECK_SECONDS)
