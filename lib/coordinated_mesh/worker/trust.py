@@ -112,11 +112,12 @@ def decide_trust(wanted: str | None, obs: TrustObservation, *, tls_after: bool) 
         obs: what the container holds now.
         tls_after: whether the plan makes Pebble use TLS once this hook's log targets are in.
 
-    Pebble's roots are recorded the first time it uses TLS in this container's life: as
-    ``unknown`` when the plan already did before anything was recorded (an upgrade, a target
-    someone else added), else as the CA written just before (Pebble loads its roots at its first
-    TLS verification, after the file is in place). A CA that differs from the recorded one is
-    not trusted by Pebble's log forwarding until the container restarts.
+    Pebble's roots are recorded the first time it uses TLS in this container's life, CA or not:
+    as ``unknown`` when the plan already did before anything was recorded (an upgrade, a target
+    someone else added), else as the CA written just before (``none`` without one: Pebble loads
+    its roots at its first TLS verification, after the file is in place). A wanted CA that
+    differs from the recorded one is not trusted by Pebble's log forwarding until the container
+    restarts.
     """
     write_ca = wanted if wanted is not None and obs.ca_file != wanted else None
     remove_ca = wanted is None and obs.ca_file is not None
