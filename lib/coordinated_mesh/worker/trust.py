@@ -7,7 +7,10 @@ Pebble may not trust it yet: Go loads the system roots once per process, at the 
 verification, so a CA added or changed after Pebble's first TLS use is not seen by its log
 forwarding until the container restarts. :data:`PEBBLE_ROOTS_PATH`, in the container's own
 filesystem (gone with the container), records the CA in place when Pebble started using TLS.
-Sources and consequences: ``docs/explanation/worker.md#trusting-the-proxys-ca``.
+Sources: golang/go ``src/crypto/x509/root.go`` (``sync.Once``), ``root_unix.go`` and
+``root_linux.go`` (the files and directories read); canonical/pebble v1.32.1
+``internals/overlord/logstate/loki/loki.go`` (a default ``http.Client``). Consequences:
+``docs/explanation/worker.md#trusting-the-proxys-ca``.
 """
 
 from __future__ import annotations
