@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import shlex
 import signal
 import socket
@@ -28,7 +29,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.binaries import require_binary
+from tests.support.certs import Issued, issue, make_ca
 from tests.support.charm_loader import load_charm_module
+from tests.support.nginx import RunningNginx, free_port, wait_for_port
 
 CHARM = load_charm_module("worker")
 PROXY = "http://coord.mymodel.svc.cluster.local:8080"
@@ -268,6 +271,71 @@ def test_no_receivers_no_tracing():
     assert CHARM.tracing_config({"zipkin": "http://tempo:9411"}) == (None, [])
 
 
+# --- TLS: the proxy's CA --------------------------------------------------------------------------
+# Fields checked against Prometheus 2.42's configuration reference
+# (docs/configuration/configuration.md: <remote_write> and <tracing_config> take a <tls_config>
+# whose ca_file is a file name; tracing's ``insecure: false`` means TLS) and its source
+# (tracing/tracing.go getClient: gRPC uses TLS credentials only when insecure is false).
+
+CA_FILE = "/etc/ssl/certs/coordinated-mesh-proxy-ca.pem"
+TLS_RW = "https://coord.mymodel.svc.cluster.local:8443/proxy/remote-write/prometheus-0/write"
+
+
+def test_tls_proxy_remote_write_and_tracing_trust_the_ca_file(tmp_path: Path):
+    tracing, tracing_notes = CHARM.tracing_config(
+        {"otlp_grpc": "coord.mymodel.svc.cluster.local:4317"}, ca_file=CA_FILE
+    )
+    config, notes, text = render(
+        remote_write_urls=[TLS_RW, RW], tracing=tracing, ca_file=CA_FILE, ca_cert="PEM A\n"
+    )
+    assert notes == tracing_notes == []
+    assert config["remote_write"] == [
+        {"url": RW},  # a plain URL stays plain
+        {"url": TLS_RW, "tls_config": {"ca_file": CA_FILE}},
+    ]
+    assert config["tracing"] == {
+        "client_type": "grpc",
+        "endpoint": "coord.mymodel.svc.cluster.local:4317",
+        "insecure": False,
+        "sampling_fraction": 1.0,
+        "tls_config": {"ca_file": CA_FILE},
+    }
+    assert text.startswith("# proxy CA sha256:")
+    promtool_check(text, tmp_path)
+
+
+def test_a_new_ca_changes_the_text_the_same_ca_does_not():
+    """The tracer reads its CA file when the configuration is applied: a new CA must reload."""
+    args: dict[str, Any] = {"remote_write_urls": [TLS_RW], "ca_file": CA_FILE}
+    a, _, text_a = render(ca_cert="PEM A\n", **args)
+    b, _, text_b = render(ca_cert="PEM B\n", **args)
+    assert a == b and text_a != text_b
+    assert render(ca_cert="PEM A\n", **args)[2] == text_a
+
+
+def test_otlp_http_over_tls_trusts_the_ca_file(tmp_path: Path):
+    tracing, notes = CHARM.tracing_config(
+        {"otlp_http": "https://tempo.cos.svc.cluster.local:4318"}, ca_file=CA_FILE
+    )
+    assert notes == []
+    assert tracing == {
+        "client_type": "http",
+        "endpoint": "tempo.cos.svc.cluster.local:4318",
+        "insecure": False,
+        "sampling_fraction": 1.0,
+        "tls_config": {"ca_file": CA_FILE},
+    }
+    promtool_check(render(tracing=tracing)[2], tmp_path)
+
+
+def test_without_a_ca_nothing_names_a_ca_file():
+    tracing, _ = CHARM.tracing_config({"otlp_grpc": "coord:4317"})
+    config, _, text = render(remote_write_urls=[TLS_RW, RW], tracing=tracing)
+    assert "tls_config" not in json.dumps(config)
+    assert tracing is not None and tracing["insecure"] is True
+    assert not text.startswith("#")
+
+
 _label = r"[a-z]([a-z0-9-]{0,18}[a-z0-9])?"
 _host = st.from_regex(rf"{_label}(\.{_label}){{0,3}}", fullmatch=True)
 _path = st.from_regex(r"(/[A-Za-z0-9._~-]{1,12}){0,4}", fullmatch=True).filter(
@@ -287,13 +355,25 @@ _url = st.builds(
     urls=st.lists(_url, max_size=6),
     grpc=st.one_of(st.none(), st.builds(lambda h, p: f"{h}:{p}", _host, st.integers(1, 65535))),
     http=st.one_of(st.none(), _url),
+    tls=st.booleans(),
 )
 def test_any_valid_inputs_render_a_config_promtool_accepts(
-    urls: list[str], grpc: str | None, http: str | None, tmp_path_factory: pytest.TempPathFactory
+    urls: list[str],
+    grpc: str | None,
+    http: str | None,
+    tls: bool,
+    tmp_path_factory: pytest.TempPathFactory,
 ):
     receivers = {k: v for k, v in {"otlp_grpc": grpc, "otlp_http": http}.items() if v}
-    tracing, _ = CHARM.tracing_config(receivers)
-    text, notes = CHARM.render_prometheus_config(base=BASE, remote_write_urls=urls, tracing=tracing)
+    ca_file = CA_FILE if tls else None
+    tracing, _ = CHARM.tracing_config(receivers, ca_file=ca_file)
+    text, notes = CHARM.render_prometheus_config(
+        base=BASE,
+        remote_write_urls=urls,
+        tracing=tracing,
+        ca_file=ca_file,
+        ca_cert="PEM\n" if tls else None,
+    )
     assert notes == []
     promtool_check(text, tmp_path_factory.mktemp("prom"))
 
@@ -420,3 +500,93 @@ def test_real_prometheus_remote_writes_to_the_proxied_path_and_reloads_on_sighup
             process.kill()
             process.wait(timeout=10)
         log.close()
+
+
+def _tls_nginx_config(prefix: Path, *, port: int, server: Issued, upstream_port: int) -> str:
+    """nginx terminating TLS 1.2/1.3 on loopback in front of a plain HTTP upstream (by hand: the
+    proxy's own TLS rendering is tested with the proxy)."""
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    temp = "\n".join(
+        f"  {kind}_temp_path {prefix}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""{user}worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log stderr;
+events {{ worker_connections 64; }}
+http {{
+  access_log {prefix}/access.log;
+{temp}
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {server.cert};
+    ssl_certificate_key {server.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {{ proxy_pass http://127.0.0.1:{upstream_port}; }}
+  }}
+}}
+"""
+
+
+def test_real_prometheus_remote_writes_over_tls_trusting_only_the_ca_file(
+    tmp_path: Path, sink: _Sink
+):
+    """The charm's rendering for a TLS proxy: Prometheus verifies nginx's certificate against
+    the CA file alone (its system roots are emptied); an entry naming another CA is refused."""
+    prometheus = require_binary("prometheus")
+    nginx = require_binary("nginx")
+    ca, other_ca = make_ca(tmp_path / "ca"), make_ca(tmp_path / "other", "other-ca")
+    server = issue(ca, tmp_path / "server", dns=["localhost"], ips=["127.0.0.1"])
+    tls_port, port = free_port(), _free_port()
+    prefix = tmp_path / "nginx"
+    prefix.mkdir()
+    config = _tls_nginx_config(
+        prefix, port=tls_port, server=server, upstream_port=sink.server_address[1]
+    )
+    trusted = f"https://localhost:{tls_port}/proxy/remote-write/prometheus-0/write"
+    text, notes = CHARM.render_prometheus_config(
+        base="global:\n  scrape_interval: 1s\n",
+        remote_write_urls=[trusted],
+        tracing=None,
+        ca_file=str(ca.cert),
+        ca_cert=ca.pem,
+    )
+    assert notes == []
+    rendered = yaml.safe_load(text)
+    assert rendered["remote_write"] == [{"url": trusted, "tls_config": {"ca_file": str(ca.cert)}}]
+    promtool_check(text, tmp_path)
+    untrusted = f"https://localhost:{tls_port}/untrusted/write"
+    rendered["remote_write"].append(
+        {"url": untrusted, "tls_config": {"ca_file": str(other_ca.cert)}}
+    )
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(rendered))
+    no_roots = tmp_path / "no-system-roots"
+    no_roots.mkdir()
+    env = {**os.environ, "SSL_CERT_FILE": str(no_roots / "none.pem"), "SSL_CERT_DIR": str(no_roots)}
+    running = RunningNginx(nginx, prefix, config)
+    log_path = tmp_path / "prometheus.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [prometheus, *_charm_flags(tmp_path, port)], stdout=log, stderr=subprocess.STDOUT, env=env
+    )
+    try:
+        wait_for_port(tls_port)
+        _wait_for(
+            lambda: "/proxy/remote-write/prometheus-0/write" in sink.paths,
+            "a remote write over TLS, verified against the CA file",
+        )
+        _wait_for(
+            lambda: "certificate signed by unknown authority" in log_path.read_text(),
+            "the entry trusting another CA to be refused",
+        )
+        assert "/untrusted/write" not in sink.paths
+        assert process.poll() is None and running.alive()
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        log.close()
+        running.stop()

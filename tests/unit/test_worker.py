@@ -9,11 +9,14 @@ The real Kubernetes path is tested in ``tests/envtest/test_worker_charm.py``. Ev
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import json
+import stat
 import subprocess
 from collections.abc import Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 import ops
@@ -22,6 +25,7 @@ import yaml
 from coordinated_mesh import Worker
 from coordinated_mesh.k8s.client import ForbiddenError, KubernetesError
 from coordinated_mesh.worker.log_forwarding import loki_target_name
+from coordinated_mesh.worker.trust import CA_PATH
 from ops import testing
 
 from tests.support.binaries import require_binary
@@ -86,8 +90,10 @@ def coordinator_data(
     loki: Mapping[str, str] | None = None,
     remote_write: list[str] | None = None,
     workload_tracing: Mapping[str, str] | None = None,
+    ca_cert: str | None = None,
 ) -> dict[str, str]:
     data: dict[str, Any] = {
+        "ca_cert": ca_cert,
         "worker_labels": labels,
         "worker_config": config,
         "loki_endpoints": loki if loki is not None else {},
@@ -126,8 +132,25 @@ def config_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def state(config_dir: Path) -> StateFactory:
-    """Build a state whose ``prometheus`` container keeps ``/etc/prometheus`` (a mount)."""
+def certs_dir(tmp_path: Path) -> Path:
+    """Where the container's ``/etc/ssl/certs`` lives in this test (kept across hooks)."""
+    path = tmp_path / "etc-ssl-certs"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def roots_dir(tmp_path: Path) -> Path:
+    """Where the container's ``/var/lib/coordinated-mesh`` lives (kept across hooks)."""
+    path = tmp_path / "var-lib-coordinated-mesh"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def state(config_dir: Path, certs_dir: Path, roots_dir: Path) -> StateFactory:
+    """Build a state whose ``prometheus`` container keeps ``/etc/prometheus``,
+    ``/etc/ssl/certs`` and ``/var/lib/coordinated-mesh`` (mounts: the container's filesystem)."""
 
     def make(
         *relations: testing.Relation,
@@ -135,10 +158,12 @@ def state(config_dir: Path) -> StateFactory:
         can_connect: bool = True,
         role: str = "all",
     ) -> testing.State:
-        mount = testing.Mount(location="/etc/prometheus", source=config_dir)
-        container = testing.Container(
-            "prometheus", can_connect=can_connect, mounts={"config": mount}
-        )
+        mounts = {
+            "config": testing.Mount(location="/etc/prometheus", source=config_dir),
+            "certs": testing.Mount(location="/etc/ssl/certs", source=certs_dir),
+            "state": testing.Mount(location="/var/lib/coordinated-mesh", source=roots_dir),
+        }
+        container = testing.Container("prometheus", can_connect=can_connect, mounts=mounts)
         return testing.State(
             leader=leader,
             model=MODEL,
@@ -826,3 +851,271 @@ def test_invalid_worker_arguments_fail_early(args: dict[str, Any]):
     ctx = testing.Context(minimal_charm(FakeLabels(), **args), meta=MINIMAL_META)
     with pytest.raises(testing.errors.UncaughtCharmError, match="ValueError"):
         ctx.run(ctx.on.start(), testing.State())
+
+
+# --- TLS: the proxy's CA ------------------------------------------------------------------------
+
+TLS_PROXY = "https://coord.mymodel.svc.cluster.local:8443"
+LOKI0_TLS_URL = f"{TLS_PROXY}/proxy/loki/loki-0/push"
+RW0_TLS = f"{TLS_PROXY}/proxy/remote-write/prometheus-0/write"
+GRPC = "coord.mymodel.svc.cluster.local:4317"
+
+
+def fake_ca(seed: str) -> str:
+    """A CA in the canonical PEM form ``parse_pem_certificates`` gives: the worker checks the
+    form only (the workload parses the DER; ``tests/real`` uses real ones made by openssl)."""
+    body = base64.b64encode(hashlib.sha512(seed.encode()).digest() * 4).decode()
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return "\n".join(["-----BEGIN CERTIFICATE-----", *lines, "-----END CERTIFICATE-----"]) + "\n"
+
+
+CA_A, CA_B = fake_ca("a"), fake_ca("b")
+T0_TLS = loki_target_name(LOKI0_TLS_URL)
+
+
+def tls_data(ca: str | None = CA_A, **kwargs: Any) -> dict[str, str]:
+    """The coordinator's data while its proxy serves TLS signed by ``ca``."""
+    return coordinator_data(
+        loki={"loki/0": LOKI0_TLS_URL},
+        remote_write=[RW0_TLS],
+        workload_tracing={"otlp_grpc": GRPC},
+        ca_cert=ca,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def file_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every push and removal in a container, in order: (``push``/``remove``, path, kwargs)."""
+    done: list[tuple[str, str, dict[str, Any]]] = []
+    push, remove_path = ops.Container.push, ops.Container.remove_path
+
+    def recording_push(self: ops.Container, path: Any, source: Any, **kwargs: Any) -> None:
+        done.append(("push", str(path), kwargs))
+        push(self, path, source, **kwargs)
+
+    def recording_remove(self: ops.Container, path: Any, **kwargs: Any) -> None:
+        done.append(("remove", str(path), kwargs))
+        remove_path(self, path, **kwargs)
+
+    monkeypatch.setattr(ops.Container, "push", recording_push)
+    monkeypatch.setattr(ops.Container, "remove_path", recording_remove)
+    return done
+
+
+def ca_file(certs_dir: Path) -> Path:
+    return certs_dir / PurePosixPath(CA_PATH).name
+
+
+def test_tls_writes_the_ca_and_every_client_verifies_against_it(
+    ctx: testing.Context[Any],
+    kube: FakeLabels,
+    state: StateFactory,
+    config_dir: Path,
+    certs_dir: Path,
+    file_writes: list[tuple[str, str, dict[str, Any]]],
+    pebble_logs: PebbleLogForwarding,
+):
+    out = run(ctx, state(cluster(tls_data())))
+    assert ca_file(certs_dir).read_text() == CA_A
+    assert stat.S_IMODE(ca_file(certs_dir).stat().st_mode) == 0o644
+    ca_pushes = [kw for op, path, kw in file_writes if op == "push" and path == CA_PATH]
+    assert ca_pushes == [{"make_dirs": True, "permissions": 0o644}]
+    # The CA is in place before the first https target: Pebble's roots (loaded once) hold it.
+    assert really_sent_to(out, pebble_logs) == {T0_TLS: LOKI0_TLS_URL}
+    assert pebble_logs.verifies(LOKI0_TLS_URL, CA_A)
+    config = prometheus_yml(config_dir)
+    assert config["remote_write"] == [{"url": RW0_TLS, "tls_config": {"ca_file": CA_PATH}}]
+    assert config["tracing"] == {
+        "client_type": "grpc",
+        "endpoint": GRPC,
+        "insecure": False,
+        "sampling_fraction": 1.0,
+        "tls_config": {"ca_file": CA_PATH},
+    }
+    assert status(out) == ("active", "coordinator: coord, role: all")
+
+
+def test_switching_to_tls_moves_the_logs_in_one_hook(
+    ctx: testing.Context[Any],
+    kube: FakeLabels,
+    signals: list[tuple[str, tuple[str, ...]]],
+    state: StateFactory,
+    config_dir: Path,
+    pebble_logs: PebbleLogForwarding,
+):
+    """Plain HTTP, then TLS arrives: one layer starts the https target and stops the http one;
+    Pebble's buffered lines go to the new target (every layer re-sends), none is dropped by a
+    failed verification, and Prometheus reloads once."""
+    relation = cluster(
+        coordinator_data(loki={"loki/0": LOKI0}, remote_write=[RW0], workload_tracing={})
+    )
+    out = run(ctx, state(relation))
+    layers = pebble_logs.layers_added
+    out = coordinator_changes(ctx, out, relation, tls_data())
+    assert pebble_logs.layers_added == layers + 1
+    assert log_targets(out) == {T0: (LOKI0, ["-all"]), T0_TLS: (LOKI0_TLS_URL, ["all"])}
+    assert really_sent_to(out, pebble_logs) == {T0_TLS: LOKI0_TLS_URL}
+    assert pebble_logs.verifies(LOKI0_TLS_URL, CA_A)
+    assert prometheus_yml(config_dir)["remote_write"][0]["tls_config"] == {"ca_file": CA_PATH}
+    assert signals == [("SIGHUP", ("prometheus",))]
+    assert status(out) == ("active", "coordinator: coord, role: all")
+
+
+def test_the_ca_is_written_only_when_it_changes(
+    ctx: testing.Context[Any],
+    kube: FakeLabels,
+    state: StateFactory,
+    certs_dir: Path,
+    file_writes: list[tuple[str, str, dict[str, Any]]],
+):
+    relation = cluster(tls_data())
+    out = run(ctx, state(relation))
+    out = run(ctx, out)
+    out = run(ctx, out, ctx.on.relation_changed(out.get_relation(relation.id)))
+    assert [path for _, path, _ in file_writes if path == CA_PATH] == [CA_PATH]
+    coordinator_changes(ctx, out, relation, tls_data(CA_B))
+    assert [path for _, path, _ in file_writes if path == CA_PATH] == [CA_PATH, CA_PATH]
+    assert ca_file(certs_dir).read_text() == CA_B
+
+
+def test_tls_going_away_removes_the_ca_after_the_workload_stopped_naming_it(
+    ctx: testing.Context[Any],
+    kube: FakeLabels,
+    state: StateFactory,
+    config_dir: Path,
+    certs_dir: Path,
+    file_writes: list[tuple[str, str, dict[str, Any]]],
+    pebble_logs: PebbleLogForwarding,
+):
+    relation = cluster(tls_data())
+    out = run(ctx, state(relation))
+    file_writes.clear()
+    plain = coordinator_data(
+        loki={"loki/0": LOKI0}, remote_write=[RW0], workload_tracing={"otlp_grpc": GRPC}
+    )
+    out = coordinator_changes(ctx, out, relation, plain)
+    assert not ca_file(certs_dir).exists()
+    assert [(op, path) for op, path, _ in file_writes] == [
+        ("push", "/etc/prometheus/prometheus.yml"),
+        ("remove", CA_PATH),
+    ]
+    config = prometheus_yml(config_dir)
+    assert config["remote_write"] == [{"url": RW0}]
+    assert config["tracing"]["insecure"] is True and "tls_config" not in config["tracing"]
+    assert really_sent_to(out, pebble_logs) == {T0: LOKI0}
+    assert status(out) == ("active", "coordinator: coord, role: all")
+
+
+def test_leaving_the_cluster_removes_the_ca(
+    ctx: testing.Context[Any], kube: FakeLabels, state: StateFactory, certs_dir: Path
+):
+    relation = cluster(tls_data())
+    out = run(ctx, state(relation))
+    run(ctx, out, ctx.on.relation_broken(out.get_relation(relation.id)))
+    assert not ca_file(certs_dir).exists()
+
+
+def test_an_invalid_ca_is_not_trusted_and_is_named(
+    ctx: testing.Context[Any],
+    kube: FakeLabels,
+    state: StateFactory,
+    config_dir: Path,
+    certs_dir: Path,
+):
+    out = run(ctx, state(cluster(tls_data("-----BEGIN CERTIFICATE-----\n!!\n"))))
+    assert not ca_file(certs_dir).exists()
+    assert out.unit_status.name == "waiting"
+    assert "ignoring invalid data on relation cluster: ca_cert" in out.unit_status.message
+    # The https URL stays, verified against the system roots only: it fails, it is not trusted.
+    assert prometheus_yml(config_dir)["remote_write"] == [{"url": RW0_TLS}]
+
+
+def restart_container(
+    out: testing.State, pebble_logs: PebbleLogForwarding, *dirs: Path
+) -> testing.State:
+    """The container restarts: its filesystem is the image's, its plan has no layer added."""
+    for directory in dirs:
+        for path in directory.iterdir():
+            path.unlink()
+    container = dataclasses.replace(out.get_container("prometheus"), layers={})
+    pebble_logs.restarted(container.plan.log_targets)
+    return dataclasses.replace(out, containers=[container])
+
+
+RESTART_NOTE = (
+    "no logs: restart prometheus for Pebble to trust the proxy's CA "
+    f"(kubectl delete pod {APP}-0 -n mymodel)"
+)
+
+
+def test_a_new_ca_names_the_restart_pebble_needs_until_it_happened(
+    ctx: testing.Context[Any],
+    kube: FakeLabels,
+    signals: list[tuple[str, tuple[str, ...]]],
+    state: StateFactory,
+    config_dir: Path,
+    certs_dir: Path,
+    roots_dir: Path,
+    pebble_logs: PebbleLogForwarding,
+):
+    """Pebble loaded its roots with CA A: CA B is in the file but not in Pebble's roots (Go reads
+    them once); Prometheus reloads (its tracer reads the file on reload)."""
+    relation = cluster(tls_data())
+    out = run(ctx, state(relation))
+    out = coordinator_changes(ctx, out, relation, tls_data(CA_B))
+    assert ca_file(certs_dir).read_text() == CA_B
+    assert not pebble_logs.verifies(LOKI0_TLS_URL, CA_B)  # the model agrees: logs are refused
+    assert out.unit_status == ops.ActiveStatus(f"coordinator: coord, role: all; {RESTART_NOTE}")
+    assert signals == [("SIGHUP", ("prometheus",))]
+    assert "tls_config" in prometheus_yml(config_dir)["tracing"]
+    out = run(ctx, out)
+    assert out.unit_status.message.endswith(RESTART_NOTE)  # until the restart
+
+    out = run(ctx, restart_container(out, pebble_logs, certs_dir, roots_dir))
+    assert pebble_logs.verifies(LOKI0_TLS_URL, CA_B)
+    assert status(out) == ("active", "coordinator: coord, role: all")
+
+
+def test_back_to_the_ca_pebble_trusts_needs_no_restart(
+    ctx: testing.Context[Any],
+    kube: FakeLabels,
+    state: StateFactory,
+    pebble_logs: PebbleLogForwarding,
+):
+    relation = cluster(tls_data())
+    out = run(ctx, state(relation))
+    out = coordinator_changes(ctx, out, relation, coordinator_data(loki={"loki/0": LOKI0}))
+    out = coordinator_changes(ctx, out, relation, tls_data())
+    assert pebble_logs.verifies(LOKI0_TLS_URL, CA_A)
+    assert status(out) == ("active", "coordinator: coord, role: all")
+
+
+def test_pebble_already_using_tls_when_the_ca_arrives_needs_a_restart(
+    ctx: testing.Context[Any],
+    kube: FakeLabels,
+    state: StateFactory,
+    certs_dir: Path,
+    pebble_logs: PebbleLogForwarding,
+):
+    """A target of the charm's own already pushes over https: Pebble loaded its roots without
+    the proxy's CA."""
+    own = ops.pebble.Layer(
+        {
+            "log-targets": {
+                "audit": {
+                    "override": "replace",
+                    "type": "loki",
+                    "location": "https://audit.example.com/loki/api/v1/push",
+                    "services": ["all"],
+                }
+            }
+        }
+    )
+    st = state(cluster(tls_data()))
+    container = dataclasses.replace(st.get_container("prometheus"), layers={"own": own})
+    pebble_logs.restarted(container.plan.log_targets)  # roots: the image's (none here)
+    out = run(ctx, dataclasses.replace(st, containers=[container]))
+    assert ca_file(certs_dir).read_text() == CA_A
+    assert not pebble_logs.verifies(LOKI0_TLS_URL, CA_A)
+    assert out.unit_status.message.endswith(RESTART_NOTE)

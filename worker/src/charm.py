@@ -8,17 +8,22 @@ mesh-specific code. What is here is specific to Prometheus:
 * :class:`MeshWorkerCharm`: a ``Worker`` and :meth:`~MeshWorkerCharm.configure_prometheus`, which
   pushes ``prometheus.yml`` and keeps the Pebble service, reloading only when the text changes;
 * :func:`render_prometheus_config` (pure): the configuration from the coordinator's base text and
-  the proxied URLs: scrape itself, ``remote_write`` to each URL, ``tracing`` to the receiver;
+  the proxied URLs: scrape itself, ``remote_write`` to each URL, ``tracing`` to the receiver,
+  trusting the proxy's CA file (``tls_config.ca_file``) while the proxy serves TLS;
 * :func:`tracing_config` (pure): the ``tracing`` block for the offered workload receivers;
 * :func:`prometheus_layer` (pure): the Pebble layer of the ``prometheus`` service.
 
 Configuration changes are applied with ``SIGHUP`` (Prometheus re-reads its file and keeps running
 with the old one if the new one is invalid), so ``--web.enable-lifecycle`` is not needed: it would
-expose ``/-/quit`` to every peer that may reach port 9090.
+expose ``/-/quit`` to every peer that may reach port 9090. Remote write re-reads a changed CA file
+by itself; the tracer reads it when the configuration is applied, so the text names the CA's
+digest and a new CA reloads (Prometheus 2.42 ``tracing/tracing.go``, prometheus/common 0.39
+``config/http_config.go``; see ``docs/explanation/worker.md#the-reference-worker-prometheus``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, cast
@@ -66,12 +71,17 @@ class MeshWorkerCharm(ops.CharmBase):
         Returns:
             Notes for the status (what could not be configured, and why).
         """
-        tracing, notes = tracing_config(context.telemetry.workload_tracing_receivers)
+        telemetry = context.telemetry
+        tracing, notes = tracing_config(
+            telemetry.workload_tracing_receivers, ca_file=context.ca_path
+        )
         text, base_notes = render_prometheus_config(
             base=context.worker_config,
-            remote_write_urls=context.telemetry.remote_write_urls,
+            remote_write_urls=telemetry.remote_write_urls,
             tracing=tracing,
             external_labels=context.juju_labels,
+            ca_file=context.ca_path,
+            ca_cert=telemetry.ca_cert if context.ca_path else None,
         )
         container = context.container
 
@@ -111,7 +121,9 @@ def prometheus_layer() -> ops.pebble.LayerDict:
     }
 
 
-def tracing_config(receivers: Mapping[str, str]) -> tuple[dict[str, Any] | None, list[str]]:
+def tracing_config(
+    receivers: Mapping[str, str], *, ca_file: str | None = None
+) -> tuple[dict[str, Any] | None, list[str]]:
     """Prometheus's ``tracing`` block for the offered workload tracing receivers (pure).
 
     Prometheus 2 sends OTLP to ``host:port`` only (``client_type`` ``grpc`` or ``http``); over
@@ -119,12 +131,18 @@ def tracing_config(receivers: Mapping[str, str]) -> tuple[dict[str, Any] | None,
     out: ``http://coordinator:8080/proxy/workload-tracing/otlp_http``) cannot be used. gRPC is
     preferred; plain OTLP/HTTP is used when its URL has no path.
 
+    Args:
+        receivers: the workload tracing receivers, by protocol.
+        ca_file: the proxy's CA file while the proxy serves TLS: the gRPC receiver then speaks
+            TLS (``insecure: false``) and both clients verify against it (``tls_config``);
+            without it gRPC is plain h2c (``insecure: true``).
+
     Returns:
         The block (``None``: no tracing) and notes saying why traces are not sent, if so.
     """
     grpc = receivers.get("otlp_grpc")
     if grpc:
-        return _tracing("grpc", grpc, insecure=True), []
+        return _tracing("grpc", grpc, insecure=ca_file is None, ca_file=ca_file), []
     raw = receivers.get("otlp_http")
     if not raw:
         return None, []
@@ -134,16 +152,27 @@ def tracing_config(receivers: Mapping[str, str]) -> tuple[dict[str, Any] | None,
         return None, ["no workload traces: invalid otlp_http receiver"]
     if url.path not in ("", "/"):
         return None, ["no workload traces: Prometheus 2 needs otlp_grpc (OTLP/HTTP has a path)"]
-    return _tracing("http", f"{url.host}:{url.port}", insecure=url.scheme == "http"), []
+    secure = url.scheme == "https"
+    return _tracing(
+        "http",
+        f"{url.host}:{url.port}",
+        insecure=not secure,
+        ca_file=ca_file if secure else None,
+    ), []
 
 
-def _tracing(client_type: str, endpoint: str, *, insecure: bool) -> dict[str, Any]:
-    return {
+def _tracing(
+    client_type: str, endpoint: str, *, insecure: bool, ca_file: str | None
+) -> dict[str, Any]:
+    block: dict[str, Any] = {
         "client_type": client_type,
         "endpoint": endpoint,
         "insecure": insecure,
         "sampling_fraction": TRACING_SAMPLING_FRACTION,
     }
+    if ca_file is not None:
+        block["tls_config"] = {"ca_file": ca_file}
+    return block
 
 
 MAX_BASE_BYTES = 64 * 1024
@@ -259,6 +288,8 @@ def render_prometheus_config(
     remote_write_urls: Sequence[str],
     tracing: Mapping[str, Any] | None,
     external_labels: Mapping[str, str] | None = None,
+    ca_file: str | None = None,
+    ca_cert: str | None = None,
 ) -> tuple[str, list[str]]:
     """The ``prometheus.yml`` text (pure, deterministic: keys and URLs sorted).
 
@@ -271,6 +302,10 @@ def render_prometheus_config(
             :attr:`WorkerContext.juju_labels`), set in ``global.external_labels`` over those of
             ``base``. Without them, every unit's self-scrape is ``{job="prometheus",
             instance="localhost:9090"}`` and the units' series collide at the receiver.
+        ca_file: the proxy's CA file: every ``https`` remote-write URL verifies against it
+            (``tls_config.ca_file``); ``http`` ones stay plain.
+        ca_cert: the CA text in ``ca_file``: its SHA-256 heads the text as a comment, so a new
+            CA changes the text and reloads Prometheus (its tracer reads the file on reload).
 
     Returns:
         The text and notes (why ``base`` was ignored, if it was).
@@ -283,10 +318,23 @@ def render_prometheus_config(
         {"job_name": SELF_SCRAPE_JOB, "static_configs": [{"targets": [f"localhost:{PORT}"]}]}
     ]
     if remote_write_urls:
-        config["remote_write"] = [{"url": url} for url in sorted(set(remote_write_urls))]
+        config["remote_write"] = [
+            _remote_write(url, ca_file) for url in sorted(set(remote_write_urls))
+        ]
     if tracing:
         config["tracing"] = dict(tracing)
-    return yaml.safe_dump(config, sort_keys=True, default_flow_style=False), notes
+    text = yaml.safe_dump(config, sort_keys=True, default_flow_style=False)
+    if ca_cert is not None:
+        digest = hashlib.sha256(ca_cert.encode("utf-8", "surrogatepass")).hexdigest()
+        text = f"# proxy CA sha256:{digest}\n{text}"
+    return text, notes
+
+
+def _remote_write(url: str, ca_file: str | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"url": url}
+    if ca_file is not None and url.startswith("https://"):
+        entry["tls_config"] = {"ca_file": ca_file}
+    return entry
 
 
 if __name__ == "__main__":  # pragma: nocover

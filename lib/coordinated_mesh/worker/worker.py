@@ -40,6 +40,14 @@ from coordinated_mesh.worker.log_forwarding import (
     log_target_labels,
 )
 from coordinated_mesh.worker.status import WorkerObservations, worker_statuses
+from coordinated_mesh.worker.trust import (
+    CA_PATH,
+    PEBBLE_ROOTS_PATH,
+    TrustPlan,
+    decide_trust,
+    observe_trust,
+    restart_note,
+)
 
 __all__ = ["ConfigureWorkload", "Worker", "WorkerContext"]
 
@@ -75,6 +83,10 @@ class WorkerContext:
             ``juju_model_uuid``, ``juju_application``, ``juju_unit``, ``juju_charm``): the labels
             the coordinator's scrape jobs give this unit's metrics. A workload that pushes
             samples itself (remote-write) attaches them, so every unit's series stay distinct.
+        ca_path: where the proxy's CA is in the container while the proxy serves TLS
+            (``telemetry.ca_cert`` is set and every proxied URL is ``https``), for the workload's
+            own TLS settings (Prometheus: ``tls_config.ca_file``); ``None`` without TLS. The file
+            is written before this callback runs and removed after it stopped being wanted.
     """
 
     container: ops.Container
@@ -85,6 +97,7 @@ class WorkerContext:
     topology: JujuTopology
     address: str
     juju_labels: Mapping[str, str] = field(default_factory=lambda: {})
+    ca_path: str | None = None
 
 
 ConfigureWorkload = Callable[[WorkerContext], Iterable[str] | None]
@@ -374,8 +387,18 @@ class Worker(Reconciler[LabelsBackend]):
             return
         if received is None:
             return  # keep the workload as it is until the coordinator's data is usable
+        telemetry = received.telemetry
         try:
-            self._apply_log_forwarding(container, received.telemetry.loki_urls)
+            trust = self._trust_before(container, telemetry)
+            if trust.pebble_stale:
+                obs.notes.append(
+                    restart_note(
+                        container=self._container_name,
+                        unit=self._charm.unit.name,
+                        model=self.model.name,
+                    )
+                )
+            self._apply_log_forwarding(container, telemetry.loki_urls)
             if self._configure is not None:
                 context = WorkerContext(
                     container=container,
@@ -386,13 +409,41 @@ class Worker(Reconciler[LabelsBackend]):
                     topology=self.topology,
                     address=self.address,
                     juju_labels=self.juju_labels,
+                    ca_path=CA_PATH if telemetry.ca_cert is not None else None,
                 )
                 obs.notes.extend(self._configure(context) or ())
+            if trust.remove_ca:
+                # Last: the workload's configuration no longer names the file.
+                container.remove_path(CA_PATH)
+                logger.info("%s: removed the proxy's CA %s", self._container_name, CA_PATH)
         except ops.pebble.Error as e:
             logger.error("configuring the %s container failed: %s", self._container_name, e)
             obs.workload_problem = (
                 f"{self._container_name} not configured, retrying on the next hook: {e}"
             )
+
+    def _trust_before(self, container: ops.Container, telemetry: ProxiedTelemetry) -> TrustPlan:
+        """Write the proxy's CA and the record of Pebble's roots before anything uses them."""
+        obs = observe_trust(container)
+        tls_after = obs.pebble_uses_tls or any(
+            url.startswith("https://") for url in telemetry.loki_urls.values()
+        )
+        trust = decide_trust(telemetry.ca_cert, obs, tls_after=tls_after)
+        if trust.write_ca is not None:
+            container.push(CA_PATH, trust.write_ca, make_dirs=True, permissions=0o644)
+            logger.info("%s: wrote the proxy's CA to %s", self._container_name, CA_PATH)
+        if trust.write_roots is not None:
+            container.push(PEBBLE_ROOTS_PATH, trust.write_roots, make_dirs=True, permissions=0o644)
+        if trust.pebble_stale:
+            logger.warning(
+                "%s: Pebble loaded its CAs before the proxy's current CA was written: log "
+                "forwarding to https URLs fails verification until the container restarts "
+                "(kubectl delete pod %s -n %s)",
+                self._container_name,
+                self._charm.unit.name.replace("/", "-"),
+                self.model.name,
+            )
+        return trust
 
     def _apply_log_forwarding(self, container: ops.Container, urls: Mapping[str, str]) -> None:
         labels = log_target_labels(
