@@ -291,8 +291,12 @@ class Coordinator(Reconciler[KubernetesBackend]):
     def reconcile(self) -> None:
         """Observe, decide, apply; called once per hook, safe to call again."""
         snapshot = self.observe()
-        # The coordinator's own spans go straight to its charm-tracing backend.
-        send_charm_traces_to(charm_traces_url(snapshot.backend_charm_tracing_receivers))
+        # The coordinator's own spans go straight to its charm-tracing backend, verified with
+        # the CAs received on receive-ca-cert (and the system's) when there are some.
+        send_charm_traces_to(
+            charm_traces_url(snapshot.backend_charm_tracing_receivers),
+            ca=snapshot.tls.upstream_trust if snapshot.tls.trusted_cas else None,
+        )
         decision = decide(self._spec, snapshot)
         outcome = Outcome()
         apply_workload(

@@ -241,7 +241,10 @@ class Worker(Reconciler[LabelsBackend]):
             self._publish(relation, role)
         received = self._read(relation, obs)
         if received is not None:  # unusable data: keep sending where we did
-            send_charm_traces_to(charm_traces_url(received.telemetry.charm_tracing_receivers))
+            send_charm_traces_to(
+                charm_traces_url(received.telemetry.charm_tracing_receivers),
+                ca=received.telemetry.ca_cert,
+            )
         if self._charm.unit.is_leader() and self._adopt_legacy_labels(obs):
             self._reconcile_labels(received, obs)
         self._reconcile_workload(received, role, obs)
