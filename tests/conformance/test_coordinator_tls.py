@@ -19,12 +19,15 @@ from typing import Any
 
 import ops
 import pytest
+import yaml
 from charmlibs.interfaces import tls_certificates as tls
 from coordinated_mesh.proxy.nginx import NginxSettings
 from coordinated_mesh.relations.cluster import CoordinatorAppData
+from coordinated_mesh.worker.trust import CA_PATH
 from ops import testing
 
 from tests.support.certificates_provider import ISSUER, PROVIDER, issue
+from tests.support.worker import FakeLabels, worker_context
 from tests.support.coordinator import (
     APP,
     MODEL,
@@ -34,6 +37,7 @@ from tests.support.coordinator import (
     make_context,
     metrics_relation,
     nginx_config,
+    remote_write_relation,
     running_containers,
     worker_relation,
 )
@@ -63,7 +67,13 @@ def base(etc_nginx: Path, *relations: testing.RelationBase, **changes: Any) -> t
     return testing.State(
         leader=True,
         model=MODEL,
-        relations=[worker_relation("worker"), loki_relation(), metrics_relation(), *relations],
+        relations=[
+            worker_relation("worker"),
+            loki_relation(),
+            remote_write_relation(),
+            metrics_relation(),
+            *relations,
+        ],
         containers=running_containers(etc_nginx),
         **changes,
     )
@@ -267,3 +277,42 @@ def test_a_tls_backend_failing_verification_is_named_checked_on_change_and_updat
     out = ctx.run(ctx.on.update_status(), out)
     assert len(calls) == 2
     assert isinstance(out.unit_status, ops.ActiveStatus)
+
+
+def test_the_worker_trusts_what_the_coordinator_serves(ctx: Ctx, etc_nginx: Path, tmp_path: Path):
+    """Coordinator data with TLS, fed to the real worker charm: CA trusted, https everywhere."""
+    out, _ = serve_tls(ctx, etc_nginx)
+    (cluster,) = [r for r in out.relations if r.endpoint == "cluster"]
+    for_workers = dict(cluster.local_app_data)
+    etc = tmp_path / "etc-prometheus"
+    etc.mkdir()
+    worker_ctx = worker_context(FakeLabels(), app_name="worker")
+    worker = worker_ctx.run(
+        worker_ctx.on.config_changed(),
+        testing.State(
+            leader=True,
+            model=MODEL,
+            config={"role": "all"},
+            relations=[
+                testing.Relation("cluster", remote_app_name=APP, remote_app_data=for_workers)
+            ],
+            containers=[
+                testing.Container(
+                    "prometheus",
+                    can_connect=True,
+                    mounts={"config": testing.Mount(location="/etc/prometheus", source=etc)},
+                )
+            ],
+        ),
+    )
+    assert worker.unit_status.name == "active", worker.unit_status
+    root = worker.get_container("prometheus").get_filesystem(worker_ctx)
+    trusted = root / CA_PATH.lstrip("/")
+    assert trusted.read_text() == str(ISSUER.ca).strip() + "\n"
+    layer = worker.get_container("prometheus").layers
+    targets = [t for lay in layer.values() for t in lay.to_dict().get("log-targets", {}).values()]
+    assert targets and all(t["location"].startswith(f"https://{SERVICE}:8443/") for t in targets)
+    prometheus_yml = yaml.safe_load((etc / "prometheus.yml").read_text())
+    (remote_write,) = prometheus_yml["remote_write"]
+    assert remote_write["url"].startswith(f"https://{SERVICE}:8443/proxy/remote-write/")
+    assert remote_write["tls_config"] == {"ca_file": CA_PATH}
