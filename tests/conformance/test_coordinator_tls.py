@@ -27,7 +27,6 @@ from coordinated_mesh.worker.trust import CA_PATH
 from ops import testing
 
 from tests.support.certificates_provider import ISSUER, PROVIDER, issue
-from tests.support.worker import FakeLabels, worker_context
 from tests.support.coordinator import (
     APP,
     MODEL,
@@ -41,6 +40,7 @@ from tests.support.coordinator import (
     running_containers,
     worker_relation,
 )
+from tests.support.worker import FakeLabels, worker_context
 
 Ctx = testing.Context[Any]
 SERVICE = f"{APP}.{MODEL.name}.svc.cluster.local"
@@ -252,7 +252,7 @@ def test_a_tls_backend_failing_verification_is_named_checked_on_change_and_updat
     calls: list[tuple[str, int, str | None]] = []
     verdict: list[str | None] = ["certificate not accepted: unable to get local issuer certificate"]
 
-    def check(host: str, port: int, *, server_name: str, trusted_pem: str | None, timeout: float):
+    def check(host: str, port: int, *, server_name: str, trusted_pem: str | None, **_: Any):
         calls.append((host, port, server_name))
         assert trusted_pem  # the same trust nginx gets (here: the test system bundle)
         return f"{host}:{port}: {verdict[0]}" if verdict[0] else None
@@ -311,7 +311,9 @@ def test_the_worker_trusts_what_the_coordinator_serves(ctx: Ctx, etc_nginx: Path
     assert trusted.read_text() == str(ISSUER.ca).strip() + "\n"
     layer = worker.get_container("prometheus").layers
     targets = [t for lay in layer.values() for t in lay.to_dict().get("log-targets", {}).values()]
-    assert targets and all(t["location"].startswith(f"https://{SERVICE}:8443/") for t in targets)
+    assert targets and all(
+        str(t.get("location")).startswith(f"https://{SERVICE}:8443/") for t in targets
+    )
     prometheus_yml = yaml.safe_load((etc / "prometheus.yml").read_text())
     (remote_write,) = prometheus_yml["remote_write"]
     assert remote_write["url"].startswith(f"https://{SERVICE}:8443/proxy/remote-write/")

@@ -196,8 +196,7 @@ def install_server_certificate(settings: NginxSettings, leaf: Leaf) -> None:
 def install_upstream_trust(settings: NginxSettings, *cas: Ca) -> None:
     """Write the CAs nginx verifies TLS backends with (``settings.upstream_ca_path``), as
     :func:`~coordinated_mesh.proxy.tls.upstream_ca_bundle` makes the file."""
-    text, problems = upstream_ca_bundle({f"ca/{i}": ca.pem for i, ca in enumerate(cas)})
-    assert problems == ()
+    text = upstream_ca_bundle([ca.pem for ca in cas])
     path = Path(settings.upstream_ca_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -18,7 +18,7 @@ from coordinated_mesh.proxy.nginx import (
     render_nginx_config,
 )
 from coordinated_mesh.proxy.plan import TelemetryProxyInputs, build_telemetry_proxy
-from coordinated_mesh.proxy.tls import MAX_RECEIVED_CAS, upstream_ca_bundle
+from coordinated_mesh.proxy.tls import upstream_ca_bundle
 from coordinated_mesh.relations.grafana_source import (
     GrafanaSourceData,
     provider_app_databag,
@@ -337,23 +337,11 @@ def test_a_scrape_job_never_carries_a_private_key(caplog: pytest.LogCaptureFixtu
 # --- the upstream trust bundle --------------------------------------------------------------
 
 
-def test_upstream_ca_bundle_keeps_good_cas_once_and_reports_bad_ones(
+def test_upstream_ca_bundle_writes_each_ca_once_sorted_then_the_system_bundle(
     tmp_path_factory: pytest.TempPathFactory, ca_pem: str
 ):
     other = make_ca(tmp_path_factory.mktemp("other"), "Other CA").pem
-    text, problems = upstream_ca_bundle(
-        {
-            "vault/0": other,
-            "ca/0": ca_pem.replace("\n", "\r\n"),
-            "ca/1": ca_pem,  # the same CA from another sender: written once
-            "evil/0": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-        },
-        system_bundle="SYSTEM",
-    )
-    assert text == ca_pem + other + "SYSTEM\n"  # by sender, then the system's
-    assert [(p.endpoint, p.item) for p in problems] == [("receive-ca-cert", "evil/0")]
-    assert problems[0].reason.startswith("CA not trusted: ")
-    assert upstream_ca_bundle({}) == ("", ())  # nothing to trust: TLS backends get 502
-    many = {f"ca/{i}": ca_pem for i in range(MAX_RECEIVED_CAS + 1)}
-    assert upstream_ca_bundle(many)[0] == ca_pem
-    assert [p.reason for p in upstream_ca_bundle(many)[1]] == [f"only {MAX_RECEIVED_CAS} used"]
+    text = upstream_ca_bundle([other, ca_pem, ca_pem], system_bundle="SYSTEM")
+    assert text == "".join(sorted([ca_pem, other])) + "SYSTEM\n"
+    assert upstream_ca_bundle([ca_pem, other]) == upstream_ca_bundle([other, ca_pem])
+    assert upstream_ca_bundle([]) == ""  # nothing to trust: TLS backends get 502

@@ -22,7 +22,7 @@ from coordinated_mesh.charm.pebble import pull_text, push_if_changed
 from coordinated_mesh.parse import parse_pem_certificates
 from coordinated_mesh.proxy.nginx import NginxSettings
 from coordinated_mesh.proxy.plan import TelemetryProxyPlan
-from coordinated_mesh.proxy.tls import check_backend_tls
+from coordinated_mesh.proxy.tls import check_backend_tls, upstream_ca_bundle
 from coordinated_mesh.relations.certificates import ServerCertificate
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "server_ca_path",
     "tls_backends",
     "tls_files",
-    "upstream_trust_bundle",
     "write_tls_files",
 ]
 
@@ -81,14 +80,6 @@ def read_system_ca_bundle(path: str = SYSTEM_CA_BUNDLE) -> str:
         logger.warning("the system CA bundle %s is over 4 MiB: not used", path)
         return ""
     return text
-
-
-def upstream_trust_bundle(received: Sequence[str], system_bundle: str) -> str:
-    """What nginx trusts for TLS backends: the received CA bundles (sorted), then the system's."""
-    parts = [pem.rstrip("\n") + "\n" for pem in sorted(set(received))]
-    if system_bundle.strip():
-        parts.append(system_bundle.rstrip("\n") + "\n")
-    return "".join(parts)
 
 
 def tls_files(
@@ -158,8 +149,8 @@ class TlsState:
 
     @property
     def upstream_trust(self) -> str:
-        """The CA bundle nginx verifies TLS backends with (:func:`upstream_trust_bundle`)."""
-        return upstream_trust_bundle(self.trusted_cas, self.system_bundle)
+        """The CA bundle nginx verifies TLS backends with (``proxy.tls.upstream_ca_bundle``)."""
+        return upstream_ca_bundle(self.trusted_cas, system_bundle=self.system_bundle)
 
 
 def served_certificate(
@@ -194,23 +185,29 @@ def served_certificate(
     )
 
 
-def tls_backends(plan: TelemetryProxyPlan) -> tuple[tuple[str, int], ...]:
-    """Every TLS backend of the plan (``https`` routes, ``grpcs`` receivers), sorted, once each."""
+def tls_backends(plan: TelemetryProxyPlan) -> tuple[tuple[str, int, bool], ...]:
+    """Every TLS backend of the plan, once each, sorted: ``(host, port, grpc)``.
+
+    ``https`` routes (``grpc`` false) and ``grpcs`` receivers (``grpc`` true: checked with ALPN
+    ``h2``, as nginx's ``grpc_pass`` connects).
+    """
     found = {
-        (r.upstream.host, r.upstream.port) for r in plan.http_routes if r.upstream.scheme == "https"
+        (r.upstream.host, r.upstream.port, False)
+        for r in plan.http_routes
+        if r.upstream.scheme == "https"
     }
-    found |= {(r.upstream.host, r.upstream.port) for r in plan.grpc_routes if r.tls}
+    found |= {(r.upstream.host, r.upstream.port, True) for r in plan.grpc_routes if r.tls}
     return tuple(sorted(found))
 
 
-def backend_checks_key(backends: Sequence[tuple[str, int]], trust: str) -> str:
+def backend_checks_key(backends: Sequence[tuple[str, int, bool]], trust: str) -> str:
     """What the last checks were made for: the backends and the trust, as a digest."""
     text = json.dumps([list(b) for b in backends]) + "\n" + trust
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def check_tls_backends(
-    backends: Sequence[tuple[str, int]],
+    backends: Sequence[tuple[str, int, bool]],
     trust: str,
     *,
     check: Callable[..., str | None] = check_backend_tls,
@@ -218,8 +215,15 @@ def check_tls_backends(
 ) -> list[str]:
     """Why each TLS backend fails verification as nginx verifies it (none: an empty list)."""
     failures: list[str] = []
-    for host, port in backends[:MAX_CHECKED_BACKENDS]:
-        reason = check(host, port, server_name=host, trusted_pem=trust or None, timeout=timeout)
+    for host, port, grpc in backends[:MAX_CHECKED_BACKENDS]:
+        reason = check(
+            host,
+            port,
+            server_name=host,
+            trusted_pem=trust or None,
+            timeout=timeout,
+            alpn=("h2",) if grpc else (),
+        )
         if reason is not None:
             logger.warning("TLS backend fails verification: %s", reason)
             failures.append(reason)

@@ -1,7 +1,7 @@
 """What the proxy trusts in its TLS backends, and a check that names one failing verification.
 
 :func:`upstream_ca_bundle` makes the text of ``NginxSettings.upstream_ca_path`` from the CAs
-received from other charms (parsed, bad ones reported) and the system bundle.
+received from other charms (parsed by ``relations.certificate_transfer``) and the system bundle.
 :func:`check_backend_tls` makes one TLS handshake with Python's :mod:`ssl` trusting exactly those
 CAs, checking the backend's name, TLS 1.2 or newer, within a bounded time; it returns why the
 backend fails, or ``None``.
@@ -11,59 +11,34 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from coordinated_mesh.parse import Problem, parse_pem_certificates, shorten
+from coordinated_mesh.parse import shorten
 
-__all__ = ["MAX_CHECK_SECONDS", "MAX_RECEIVED_CAS", "check_backend_tls", "upstream_ca_bundle"]
+__all__ = ["MAX_CHECK_SECONDS", "check_backend_tls", "upstream_ca_bundle"]
 
 MAX_CHECK_SECONDS = 10.0
 """The longest a check may take (connect and handshake each); longer timeouts are cut to it."""
-MAX_RECEIVED_CAS = 64
-"""The most CA bundles taken from other charms; more are dropped, with a problem."""
 
 
-def upstream_ca_bundle(
-    received: Mapping[str, str],
-    *,
-    system_bundle: str = "",
-    endpoint: str = "receive-ca-cert",
-) -> tuple[str, tuple[Problem, ...]]:
+def upstream_ca_bundle(received: Sequence[str], *, system_bundle: str = "") -> str:
     """The CAs TLS backends are verified with: the text for ``NginxSettings.upstream_ca_path``.
 
     Args:
-        received: who sent it (a unit or application name) -> a PEM bundle, from another charm
-            (``certificate_transfer``): each is parsed with
-            :func:`~coordinated_mesh.parse.parse_pem_certificates`; a bad one is dropped and
-            reported, the others are kept.
-        system_bundle: the nginx container's own CA bundle (trusted local text, appended as it
-            is), or ``""`` for none.
-        endpoint: the endpoint named in the problems.
+        received: CA certificates from other charms, each already parsed (one PEM certificate
+            each, as :class:`~coordinated_mesh.relations.certificate_transfer.TrustedCas`
+            returns them): written once each, sorted, so the text changes only when the trust
+            does.
+        system_bundle: the system's CA bundle (trusted local text, appended as it is), or ``""``.
 
     Returns:
-        The bundle (``""`` when there is nothing to trust: then the plan's ``upstream_trust`` is
-        false and TLS backends get 502) and the problems, sorted. Equal CAs from several senders
-        are written once; the order is stable (by sender), so the text changes only when the
-        trust does.
+        The bundle; ``""`` when there is nothing to trust (then the plan's ``upstream_trust`` is
+        false and every TLS backend gets 502).
     """
-    problems: list[Problem] = []
-    blocks: list[str] = []
-    senders = sorted(received)
-    if len(senders) > MAX_RECEIVED_CAS:
-        problems.append(Problem(endpoint, f"{len(senders)} CAs", f"only {MAX_RECEIVED_CAS} used"))
-    for sender in senders[:MAX_RECEIVED_CAS]:
-        try:
-            bundle = parse_pem_certificates(received[sender])
-        except ValueError as e:
-            problems.append(Problem.of(endpoint, sender, f"CA not trusted: {e}"))
-            continue
-        for block in bundle.split("-----END CERTIFICATE-----\n")[:-1]:
-            if block not in blocks:
-                blocks.append(block)
-    text = "".join(block + "-----END CERTIFICATE-----\n" for block in blocks)
+    parts = [pem.rstrip("\n") + "\n" for pem in sorted(set(received))]
     if system_bundle.strip():
-        text += system_bundle if system_bundle.endswith("\n") else system_bundle + "\n"
-    return text, tuple(sorted(problems))
+        parts.append(system_bundle.rstrip("\n") + "\n")
+    return "".join(parts)
 
 
 def _context(trusted_pem: str | None) -> ssl.SSLContext:
