@@ -318,3 +318,22 @@ def test_the_worker_trusts_what_the_coordinator_serves(ctx: Ctx, etc_nginx: Path
     (remote_write,) = prometheus_yml["remote_write"]
     assert remote_write["url"].startswith(f"https://{SERVICE}:8443/proxy/remote-write/")
     assert remote_write["tls_config"] == {"ca_file": CA_PATH}
+
+
+def test_show_mesh_says_which_names_the_certificate_covers_and_until_when(
+    ctx: Ctx, etc_nginx: Path
+):
+    out, _ = serve_tls(ctx, etc_nginx)
+    ctx.run(ctx.on.action("show-mesh"), out)
+    assert ctx.action_results is not None
+    tls_info = json.loads(ctx.action_results["tls"])
+    chain = tls.Certificate.from_string(tls_file(etc_nginx, SETTINGS.server_cert_path).read_text())
+    assert tls_info == {
+        "related": True,
+        "served": True,
+        "names": sorted(chain.sans_dns or ()),
+        "expiry": chain.expiry_time.isoformat(),
+        "renewal-pending": False,
+        "trusted-cas": 0,
+    }
+    assert any(line.startswith("tls: ") for line in ctx.action_logs)
