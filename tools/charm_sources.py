@@ -32,6 +32,7 @@ BEACON = "istio-beacon-k8s"
 PROMETHEUS = "prometheus-k8s"
 LOKI = "loki-k8s"
 GRAFANA = "grafana-k8s"
+SELF_SIGNED_CERTIFICATES = "self-signed-certificates"
 
 CHANNELS: Mapping[str, str] = MappingProxyType(
     {
@@ -40,6 +41,7 @@ CHANNELS: Mapping[str, str] = MappingProxyType(
         PROMETHEUS: "2/edge",
         LOKI: "2/edge",
         GRAFANA: "2/edge",
+        SELF_SIGNED_CERTIFICATES: "1/stable",
     }
 )
 """Charmhub charm name -> the channel it is deployed from."""

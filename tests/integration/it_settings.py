@@ -39,7 +39,15 @@ from pathlib import Path
 
 import charm_sources
 import pack
-from charm_sources import BEACON, CHANNELS, GRAFANA, ISTIO, LOKI, PROMETHEUS
+from charm_sources import (
+    BEACON,
+    CHANNELS,
+    GRAFANA,
+    ISTIO,
+    LOKI,
+    PROMETHEUS,
+    SELF_SIGNED_CERTIFICATES,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +61,7 @@ CHANNEL_VARIABLES: Mapping[str, str] = {
     PROMETHEUS: "MESH_TEST_PROMETHEUS_CHANNEL",
     LOKI: "MESH_TEST_LOKI_CHANNEL",
     GRAFANA: "MESH_TEST_GRAFANA_CHANNEL",
+    SELF_SIGNED_CERTIFICATES: "MESH_TEST_SELF_SIGNED_CERTIFICATES_CHANNEL",
 }
 """Charmhub charm -> the variable that overrides its pinned channel."""
 _SOURCE_DIRS = ("lib", "coordinator", "worker")
