@@ -108,12 +108,12 @@ def test_mesh_policies_labels_idempotence_and_removal(
     assert wanted.items() <= coordinator.template_labels().items()
     assert wanted.items() <= coordinator.service_labels().items()
 
-    # A second identical hook writes nothing to Kubernetes.
+    # A second identical hook writes nothing to Kubernetes, and reads two objects (the
+    # StatefulSet, and this update-status the Service; the anchor makes 12 calls here).
     request_log.clear()
     out = ctx.run(ctx.on.update_status(), out)
     assert request_log.writes() == []
-    # 1 LIST of owned policies + 3 GETs for labels (the anchor makes 12 calls here).
-    assert 0 < len(request_log.requests) <= 4, request_log.requests
+    assert len(request_log.requests) == 2, request_log.requests
 
     # A worker application leaves: its two policies go, the others stay.
     (w2_out,) = [r for r in out.relations if r.id == w2.id]
@@ -155,8 +155,128 @@ def test_labels_come_back_after_juju_resets_the_statefulset(
     assert coordinator.template_labels()[PART_OF_LABEL] == APP
 
 
+# --- What a steady-state hook reads (docs/explanation/labels-and-policies.md) ---------------
+
+
+def _reads(request_log: RequestLog) -> list[str]:
+    """The resource types this hook read (a LIST of policies shows as its collection), sorted."""
+    assert request_log.writes() == []
+    return sorted(r.resource for r in request_log.requests)
+
+
+def _settled(ctx: Ctx, state: testing.State, request_log: RequestLog) -> testing.State:
+    """The first hook (everything applied), then one more: the leader's memory is known."""
+    out = ctx.run(ctx.on.config_changed(), state)
+    out = ctx.run(ctx.on.config_changed(), out)
+    request_log.clear()
+    return out
+
+
+def _strip_service_labels(client: Client, coordinator: JujuApp) -> None:
+    """Someone replaces the Service with Juju's labels only (``kubectl replace``)."""
+    service = coordinator.service()
+    assert service.metadata is not None
+    service.metadata.labels = {
+        "app.kubernetes.io/name": APP,
+        "app.kubernetes.io/managed-by": "juju",
+    }
+    client.replace(service)
+
+
 @pytest.mark.usefixtures("kubeconfig_env")
-def test_steady_reads_between_and_on_update_status_and_a_service_reset_repaired(
+def test_steady_hooks_read_the_statefulset_and_update_status_one_more_in_turn(
+    ctx: Ctx,
+    namespace: str,
+    juju_app: MakeApp,
+    authorization_policy_crd: type[GenericNamespacedResource],
+    request_log: RequestLog,
+    tmp_path: Path,
+):
+    juju_app(APP, namespace)
+    state = _state(namespace, tmp_path, worker_relation("w1"), mesh_relation())
+    out = _settled(ctx, state, request_log)
+
+    # Between update-status hooks: the StatefulSet only.
+    out = ctx.run(ctx.on.config_changed(), out)
+    assert _reads(request_log) == ["statefulsets"]
+
+    # update-status: the StatefulSet, and in turn the Service or the owned policies.
+    seen: list[list[str]] = []
+    for _ in range(4):
+        request_log.clear()
+        out = ctx.run(ctx.on.update_status(), out)
+        seen.append(_reads(request_log))
+    service, policies = ["services", "statefulsets"], ["authorizationpolicies", "statefulsets"]
+    assert seen == [service, policies, service, policies]
+    assert out.unit_status == testing.ActiveStatus(
+        "1 worker app (1 unit), mesh: istio, 3 internal policies"
+    )
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_upgrade_charm_and_leader_elected_check_everything(
+    ctx: Ctx,
+    namespace: str,
+    juju_app: MakeApp,
+    authorization_policy_crd: type[GenericNamespacedResource],
+    request_log: RequestLog,
+    tmp_path: Path,
+):
+    juju_app(APP, namespace)
+    state = _state(namespace, tmp_path, worker_relation("w1"), mesh_relation())
+    out = _settled(ctx, state, request_log)
+
+    out = ctx.run(ctx.on.upgrade_charm(), out)
+    assert _reads(request_log) == ["authorizationpolicies", "services", "statefulsets"]
+
+    # A new leader knows nothing: it reads everything, the label memory too, and writes nothing.
+    request_log.clear()
+    out = ctx.run(ctx.on.leader_elected(), out)
+    assert _reads(request_log) == [
+        "authorizationpolicies",
+        "configmaps",
+        "services",
+        "statefulsets",
+    ]
+    request_log.clear()
+    ctx.run(ctx.on.config_changed(), out)
+    assert _reads(request_log) == ["statefulsets"]  # and then knows
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_a_policy_deleted_out_of_band_is_recreated_within_two_update_status_hooks(
+    ctx: Ctx,
+    k8s_client: Client,
+    namespace: str,
+    juju_app: MakeApp,
+    authorization_policy_crd: type[GenericNamespacedResource],
+    request_log: RequestLog,
+    tmp_path: Path,
+):
+    juju_app(APP, namespace)
+    state = _state(namespace, tmp_path, worker_relation("w1"), mesh_relation())
+    out = _settled(ctx, state, request_log)
+    policies = _policies(k8s_client, authorization_policy_crd, namespace)
+    gone = policies[0]["metadata"]["name"]
+    k8s_client.delete(authorization_policy_crd, gone, namespace=namespace)
+    request_log.clear()
+
+    # Nothing says so: a hook between update-status hooks does not look.
+    out = ctx.run(ctx.on.config_changed(), out)
+    assert _reads(request_log) == ["statefulsets"]
+    posted: list[str] = []
+    for _ in range(2):
+        request_log.clear()
+        out = ctx.run(ctx.on.update_status(), out)
+        posted += [r.resource for r in request_log.writes()]
+    assert posted == ["authorizationpolicies"]  # one POST: only what was missing
+    restored = _policies(k8s_client, authorization_policy_crd, namespace)
+    assert [o["metadata"]["name"] for o in restored] == [o["metadata"]["name"] for o in policies]
+    assert [o["spec"] for o in restored] == [o["spec"] for o in policies]
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_a_service_label_removed_out_of_band_is_restored_within_two_update_status_hooks(
     ctx: Ctx,
     k8s_client: Client,
     namespace: str,
@@ -166,41 +286,102 @@ def test_steady_reads_between_and_on_update_status_and_a_service_reset_repaired(
     tmp_path: Path,
 ):
     coordinator = juju_app(APP, namespace)
-    mesh = mesh_relation()
-    out = ctx.run(ctx.on.config_changed(), _state(namespace, tmp_path, worker_relation("w1"), mesh))
+    state = _state(namespace, tmp_path, worker_relation("w1"), mesh_relation())
+    out = _settled(ctx, state, request_log)
     wanted = {PART_OF_LABEL: APP, **MESH_LABELS}
-
-    # Between update-status hooks: the StatefulSet and the owned policies, nothing else.
-    request_log.clear()
-    out = ctx.run(ctx.on.config_changed(), out)
-    assert sorted((r.method, r.resource) for r in request_log.requests) == [
-        ("GET", "authorizationpolicies"),  # a LIST (the collection)
-        ("GET", "statefulsets"),
-    ]
-    # update-status, the periodic check, reads the Service too.
-    request_log.clear()
+    # The policies' turn comes first here, so that the Service's is the second hook.
     out = ctx.run(ctx.on.update_status(), out)
-    assert request_log.writes() == []
-    assert sorted(r.resource for r in request_log.requests) == [
-        "authorizationpolicies",
-        "services",
-        "statefulsets",
-    ]
+    _strip_service_labels(k8s_client, coordinator)
+    request_log.clear()
 
-    # Someone replaces the Service with Juju's labels only: the next update-status repairs it.
-    service = coordinator.service()
-    assert service.metadata is not None
-    service.metadata.labels = {
-        "app.kubernetes.io/name": APP,
-        "app.kubernetes.io/managed-by": "juju",
-    }
-    k8s_client.replace(service)
     out = ctx.run(ctx.on.config_changed(), out)
     assert not wanted.items() <= coordinator.service_labels().items()  # not seen yet
-    request_log.clear()
-    ctx.run(ctx.on.update_status(), out)
+    patched: list[str] = []
+    for _ in range(2):
+        request_log.clear()
+        out = ctx.run(ctx.on.update_status(), out)
+        patched += [f"{r.method} {r.resource}" for r in request_log.writes()]
     assert wanted.items() <= coordinator.service_labels().items()
-    assert [(r.method, r.resource) for r in request_log.writes()] == [("PATCH", "services")]
+    assert patched == ["PATCH services"]
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_a_change_of_wanted_policies_is_applied_on_the_next_hook(
+    ctx: Ctx,
+    k8s_client: Client,
+    namespace: str,
+    juju_app: MakeApp,
+    authorization_policy_crd: type[GenericNamespacedResource],
+    request_log: RequestLog,
+    tmp_path: Path,
+):
+    juju_app(APP, namespace)
+    state = _state(namespace, tmp_path, worker_relation("w1"), mesh_relation())
+    out = _settled(ctx, state, request_log)
+    before = {
+        o["metadata"]["name"] for o in _policies(k8s_client, authorization_policy_crd, namespace)
+    }
+
+    # A second worker application joins: its two policies are created in that very hook, and
+    # nothing else is touched (create before anything else; nothing to delete).
+    w2 = worker_relation("w2")
+    out = ctx.run(
+        ctx.on.relation_changed(w2), dataclasses.replace(out, relations=[*out.relations, w2])
+    )
+    writes = [(r.method, r.resource) for r in request_log.writes()]
+    assert writes == [("POST", "authorizationpolicies")] * 2
+    after = {
+        o["metadata"]["name"] for o in _policies(k8s_client, authorization_policy_crd, namespace)
+    }
+    assert before < after and len(after) == 5
+
+    # It leaves: its two go on the hook that says so, listed first.
+    request_log.clear()
+    (w2_out,) = [r for r in out.relations if r.id == w2.id]
+    out = ctx.run(ctx.on.relation_broken(w2_out), out)
+    verbs = [r.method for r in request_log.requests if r.resource == "authorizationpolicies"]
+    assert verbs == ["GET", "DELETE", "DELETE"]
+    remaining = {
+        o["metadata"]["name"] for o in _policies(k8s_client, authorization_policy_crd, namespace)
+    }
+    assert remaining == before
+
+
+@pytest.mark.usefixtures("kubeconfig_env")
+def test_off_the_mesh_the_steady_state_reads_at_most_two_and_finds_a_stray_policy(
+    ctx: Ctx,
+    k8s_client: Client,
+    namespace: str,
+    juju_app: MakeApp,
+    authorization_policy_crd: type[GenericNamespacedResource],
+    request_log: RequestLog,
+    tmp_path: Path,
+):
+    juju_app(APP, namespace)
+    out = _settled(ctx, _state(namespace, tmp_path, worker_relation("w1")), request_log)
+
+    out = ctx.run(ctx.on.config_changed(), out)
+    assert _reads(request_log) == ["statefulsets"]
+    seen: list[list[str]] = []
+    for _ in range(2):
+        request_log.clear()
+        out = ctx.run(ctx.on.update_status(), out)
+        seen.append(_reads(request_log))
+    assert seen == [["services", "statefulsets"], ["authorizationpolicies", "statefulsets"]]
+
+    # A policy with our owner labels appears (left by an interrupted hook, say): the next
+    # policies turn lists it, finds no pod of the cluster enrolled, and deletes it.
+    from coordinated_mesh.k8s.policy_manager import PolicyResourceManager
+
+    from tests.envtest.test_envtest_policy_resource_manager import unit_policy
+
+    stray = PolicyResourceManager(k8s_client, app_name=APP, namespace=namespace)
+    stray.reconcile([unit_policy(namespace, APP)])
+    assert len(_policies(k8s_client, authorization_policy_crd, namespace)) == 1
+    for _ in range(2):
+        out = ctx.run(ctx.on.update_status(), out)
+    assert _policies(k8s_client, authorization_policy_crd, namespace) == []
+    assert out.unit_status == testing.ActiveStatus("1 worker app (1 unit), mesh: none")
 
 
 @pytest.mark.usefixtures("untrusted_kubeconfig_env")
@@ -304,7 +485,7 @@ def test_without_mesh_an_unchanged_hook_reads_only_its_namespace(
     request_log.clear()
     ctx.run(ctx.on.update_status(), out)
     assert request_log.writes() == []
-    assert 0 < len(request_log.requests) <= 4
+    assert 0 < len(request_log.requests) <= 2
     assert all(f"/namespaces/{namespace}/" in r.path for r in request_log.requests)
 
 
@@ -383,12 +564,13 @@ def test_mesh_removed_policies_stay_while_a_pod_is_enrolled_and_go_when_it_leave
     assert _policies(k8s_client, authorization_policy_crd, namespace) == []
     assert out.unit_status == testing.ActiveStatus("1 worker app (1 unit), mesh: none")
 
-    # The steady state off the mesh is what it was: at most 4 reads, no pod or namespace read.
-    request_log.clear()
-    ctx.run(ctx.on.update_status(), out)
-    assert request_log.writes() == []
-    assert 0 < len(request_log.requests) <= 4
-    assert not {"pods", "namespaces"} & {r.resource for r in request_log.requests}
+    # The steady state off the mesh: at most 2 reads, no pod or namespace read.
+    for _ in range(2):
+        request_log.clear()
+        out = ctx.run(ctx.on.update_status(), out)
+        assert request_log.writes() == []
+        assert 0 < len(request_log.requests) <= 2
+        assert not {"pods", "namespaces"} & {r.resource for r in request_log.requests}
 
 
 @pytest.mark.usefixtures("kubeconfig_env")

@@ -2,7 +2,8 @@
 
 The script starts its own API server (as a user runs it), so this test does not use the session
 server. Checked: the structure of both tables and the invariants (steady-state hooks write
-nothing, non-leaders make no request, the totals add up, leaving the mesh deletes policies);
+nothing and, on an active unit, read at most two objects, which the script's exit status
+enforces; non-leaders make no request, the totals add up, leaving the mesh deletes policies);
 never timings, and not the exact counts, which the library's owners may improve.
 """
 
@@ -63,10 +64,14 @@ def test_calls_table_has_every_case_and_consistent_counts(output: str):
 def test_steady_state_writes_nothing_and_non_leaders_call_nothing(output: str):
     calls = parse_sections(output)["Kubernetes API calls per hook"]
     steady = [row for row in calls if row["hook"].startswith(k8s_calls.STEADY)]
-    assert len(steady) == 8
+    assert len(steady) == 10
     for row in steady:
         assert row["writes"] == "0", row
         assert int(row["total"]) > 0, "a steady-state hook still checks Kubernetes"
+    # update-status checks the Service and the policies in turn: both turns are measured.
+    for case in ("coordinator leader, no mesh", "coordinator leader, mesh, 2 worker apps"):
+        hooks = [row["hook"] for row in steady if row["case"] == case]
+        assert f"{k8s_calls.STEADY} ({k8s_calls.POLICIES_TURN})" in hooks, hooks
     for row in calls:
         if "non-leader" in row["case"]:
             assert row["total"] == "0", row

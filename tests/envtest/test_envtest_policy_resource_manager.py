@@ -1,15 +1,16 @@
-"""PolicyResourceManager against a real API server: ownership, ordering, no needless writes."""
+"""PolicyResourceManager against a real API server: ownership, ordering, no needless requests."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from coordinated_mesh.k8s.client import CRDMissingError, ForbiddenError
+from coordinated_mesh.k8s.client import CRDMissingError, ForbiddenError, KubernetesError
 from coordinated_mesh.k8s.policy_manager import (
     PolicyResourceManager,
     authorization_policy_resource,
     desired_objects,
+    objects_digest,
 )
 from coordinated_mesh.mesh.authorization import policy_name
 from coordinated_mesh.mesh.policies import Endpoint, MeshPolicy, Method, PolicyTargetType
@@ -252,3 +253,152 @@ def test_envtest_counts_requests_by_identity(
     prm.reconcile([unit_policy(namespace, "coord")])
     assert request_log.methods(user="admin") == {"GET": 1, "POST": 1}
     assert request_log.methods(user="untrusted") == {}
+
+
+# --- With the leader's memory (PolicyCache): list only on a change or a due check -------------
+
+
+class DictPolicyCache:
+    """A ``PolicyCache`` in memory (the coordinator keeps its own in ``ops``' unit state).
+
+    ``due``: whether this "hook" is the one whose turn it is to check the policies.
+    """
+
+    def __init__(self, *, due: bool = False) -> None:
+        self.digest: str | None = None
+        self.due = due
+
+    def recall(self) -> str | None:
+        return self.digest
+
+    def remember(self, digest: str | None) -> None:
+        self.digest = digest
+
+    def check_due(self) -> bool:
+        return self.due
+
+
+@pytest.fixture
+def cache() -> DictPolicyCache:
+    return DictPolicyCache()
+
+
+@pytest.fixture
+def cached(
+    k8s_client: Client, namespace: str, authorization_policy_crd: Any, cache: DictPolicyCache
+) -> PolicyResourceManager:
+    return PolicyResourceManager(k8s_client, app_name="coord", namespace=namespace, cache=cache)
+
+
+def test_with_a_cache_unchanged_policies_are_listed_only_when_a_check_is_due(
+    cached: PolicyResourceManager, cache: DictPolicyCache, namespace: str, request_log: RequestLog
+):
+    policies = [unit_policy(namespace, "coord", [9090]), app_policy(namespace, "worker")]
+    assert cached.reconcile(policies).changed
+    assert cache.digest == objects_digest(desired_objects(policies, owner=cached.owner))
+    request_log.clear()
+
+    assert not cached.reconcile(policies).changed
+    assert request_log.requests == []  # nothing read, nothing written
+
+    cache.due = True
+    assert not cached.reconcile(policies).changed
+    assert request_log.methods() == {"GET": 1}  # the one list
+
+
+def test_with_a_cache_a_change_is_listed_and_written_at_once_create_first(
+    cached: PolicyResourceManager, cache: DictPolicyCache, namespace: str, request_log: RequestLog
+):
+    old, kept = app_policy(namespace, "worker", "/old"), unit_policy(namespace, "coord", [9090])
+    new = app_policy(namespace, "worker", "/new")
+    cached.reconcile([old, kept])
+    request_log.clear()
+
+    result = cached.reconcile([new, kept])  # no check due: the change alone makes it list
+
+    assert [r.method for r in request_log.requests] == ["GET", "POST", "DELETE"]
+    assert result.created == (policy_name(new, prefix="coord", owner=cached.owner.identity),)
+    assert result.deleted == (policy_name(old, prefix="coord", owner=cached.owner.identity),)
+    assert cache.digest == objects_digest(desired_objects([new, kept], owner=cached.owner))
+
+
+def test_with_a_cache_an_out_of_band_deletion_is_restored_on_the_check(
+    cached: PolicyResourceManager, cache: DictPolicyCache, namespace: str, k8s_client: Client
+):
+    policies = [unit_policy(namespace, "coord")]
+    cached.reconcile(policies)
+    (obj,) = cached.list_owned([namespace])
+    k8s_client.delete(authorization_policy_resource(), obj["metadata"]["name"], namespace=namespace)
+
+    assert not cached.reconcile(policies).changed  # between checks: not seen
+    assert cached.list_owned([namespace]) == []
+    cache.due = True
+    assert cached.reconcile(policies).created == (obj["metadata"]["name"],)
+    assert names(cached.list_owned([namespace])) == [obj["metadata"]["name"]]
+
+
+def test_with_a_cache_a_failed_write_forgets_so_the_next_call_lists(
+    cached: PolicyResourceManager,
+    cache: DictPolicyCache,
+    namespace: str,
+    request_log: RequestLog,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    first = [unit_policy(namespace, "coord")]
+    second = [*first, app_policy(namespace, "worker")]
+    cached.reconcile(first)
+
+    def refuse(self: Any, obj: Any) -> str:  # like an admission webhook refusing the object
+        raise KubernetesError("Kubernetes API error 500: admission webhook", status=500)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PolicyResourceManager, "_create", refuse)
+        with pytest.raises(KubernetesError):
+            cached.reconcile(second)
+    assert cache.digest is None
+    request_log.clear()
+
+    assert cached.reconcile(second).created  # no check due, yet it lists: nothing is known
+    assert [r.method for r in request_log.requests] == ["GET", "POST"]
+
+
+def test_with_a_cache_none_owned_is_remembered_and_a_stray_one_found_on_the_check(
+    cached: PolicyResourceManager,
+    cache: DictPolicyCache,
+    namespace: str,
+    k8s_client: Client,
+    request_log: RequestLog,
+):
+    assert cached.list_local() == []
+    assert cache.digest == objects_digest([])
+    request_log.clear()
+    assert cached.list_local() == []
+    assert request_log.requests == []  # known: none owned
+
+    # Someone (an interrupted hook, an old backup) leaves an object with our labels.
+    PolicyResourceManager(k8s_client, app_name="coord", namespace=namespace).reconcile(
+        [unit_policy(namespace, "coord")]
+    )
+    assert cached.list_local() == []  # between checks: not seen
+    cache.due = True
+    (found,) = cached.list_local()
+    assert cache.digest is None  # now nothing is known until it is reconciled
+    cache.due = False
+
+    # Deleting what was just listed takes no second list, and then none is owned again.
+    request_log.clear()
+    result = cached.reconcile([], listed=[found])
+    assert result.deleted == (found["metadata"]["name"],)
+    assert [r.method for r in request_log.requests] == ["DELETE"]
+    assert cache.digest == objects_digest([])
+
+
+def test_with_a_cache_delete_all_remembers_that_none_is_owned(
+    cached: PolicyResourceManager, cache: DictPolicyCache, namespace: str, request_log: RequestLog
+):
+    cached.reconcile([unit_policy(namespace, "coord")])
+    assert cached.delete_all([namespace]).deleted
+    assert cache.digest == objects_digest([])
+    request_log.clear()
+    assert not cached.reconcile([]).changed
+    assert request_log.requests == []

@@ -160,3 +160,83 @@ def test_the_service_check_is_due_on_update_status_and_upgrade_charm_only():
     ):
         state = ctx.run(event, state)
     assert _PeriodicCharm.seen == [False, True, False, True, False]
+
+
+class _TurnsCharm(ops.CharmBase):
+    """Uses both leader memories, as the coordinator does; records which check is due."""
+
+    seen: typing.ClassVar[list[tuple[bool, bool]]] = []
+
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        self.memory = DatabagMemory(self, "memory")
+        self.labels = self.memory.label_memory()
+        self.policies = self.memory.policy_memory()
+        for event in (
+            self.on.update_status,
+            self.on.upgrade_charm,
+            self.on.config_changed,
+            self.on.leader_elected,
+        ):
+            framework.observe(event, self._record)
+
+    def _record(self, _: ops.EventBase) -> None:
+        # Asked twice, in either order: the turn moves once per hook.
+        due = (self.labels.service_check_due(), self.policies.check_due())
+        assert (self.policies.check_due(), self.labels.service_check_due()) == due[::-1]
+        self.seen.append(due)
+
+
+def test_with_policies_too_update_status_checks_the_service_and_the_policies_in_turn():
+    ctx = testing.Context(_TurnsCharm, meta={"name": "turns"})
+    _TurnsCharm.seen.clear()
+    state = testing.State(leader=True)
+    for event in (
+        ctx.on.update_status(),
+        ctx.on.config_changed(),
+        ctx.on.update_status(),
+        ctx.on.update_status(),
+        ctx.on.upgrade_charm(),
+        ctx.on.update_status(),
+        ctx.on.leader_elected(),  # forgets the turn with the rest: the Service comes first
+        ctx.on.update_status(),
+        ctx.on.update_status(),
+    ):
+        state = ctx.run(event, state)
+    service, policies, none, both = (True, False), (False, True), (False, False), (True, True)
+    assert _TurnsCharm.seen == [
+        service,
+        none,
+        policies,
+        service,
+        both,
+        policies,
+        none,
+        service,
+        policies,
+    ]
+
+
+def test_the_policy_memory_is_kept_across_hooks_and_forgotten_with_leadership():
+    class _Charm(ops.CharmBase):
+        seen: typing.ClassVar[list[str | None]] = []
+
+        def __init__(self, framework: ops.Framework):
+            super().__init__(framework)
+            self.memory = DatabagMemory(self, "memory")
+            framework.observe(self.on.config_changed, self._remember)
+            framework.observe(self.on.update_status, self._recall)
+
+        def _remember(self, _: ops.EventBase) -> None:
+            self.memory.label_memory().remember({"a": "1"})  # both kept side by side
+            self.memory.policy_memory().remember("digest")
+
+        def _recall(self, _: ops.EventBase) -> None:
+            self.seen.append(self.memory.policy_memory().recall())
+
+    ctx = testing.Context(_Charm, meta={"name": "remembering"})
+    out = ctx.run(ctx.on.config_changed(), testing.State(leader=True))
+    out = ctx.run(ctx.on.update_status(), out)
+    elected = ctx.run(ctx.on.leader_elected(), out)
+    ctx.run(ctx.on.update_status(), elected)
+    assert _Charm.seen == ["digest", None]

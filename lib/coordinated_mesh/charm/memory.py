@@ -16,7 +16,21 @@ from typing import Any
 
 import ops
 
-__all__ = ["DatabagMemory", "LeaderLabelMemory", "write_changed"]
+__all__ = [
+    "PERIODIC_CHECKS",
+    "DatabagMemory",
+    "LeaderLabelMemory",
+    "LeaderPolicyMemory",
+    "write_changed",
+]
+
+PERIODIC_CHECKS = ("service", "policies")
+"""The leader's periodic checks, in the order they take turns on ``update-status``.
+
+``service``: the Service's labels (:class:`LeaderLabelMemory`); ``policies``: the owned
+cluster-internal policies (:class:`LeaderPolicyMemory`). Only the checks of the memories in use
+take turns (a worker has no policies: its Service is checked on every ``update-status``).
+"""
 
 
 def _apply(databag: MutableMapping[str, str], values: Mapping[str, str | None]) -> bool:
@@ -50,26 +64,47 @@ class DatabagMemory(ops.Object):
         super().__init__(charm, key)
         self._charm = charm
         self._stored.set_default(digests={}, values={})
-        self._periodic = False
+        self._event = ""
+        self._checks: set[str] = set()
+        self._turn: str | None = None
         self.framework.observe(charm.on.leader_elected, self._on_leader_elected)
-        self.framework.observe(charm.on.update_status, self._on_periodic)
-        self.framework.observe(charm.on.upgrade_charm, self._on_periodic)
+        self.framework.observe(charm.on.update_status, self._on_update_status)
+        self.framework.observe(charm.on.upgrade_charm, self._on_upgrade_charm)
 
     def _on_leader_elected(self, _: ops.LeaderElectedEvent) -> None:
         self.forget_app()
 
-    def _on_periodic(self, _: ops.EventBase) -> None:
-        self._periodic = True
+    def _on_update_status(self, _: ops.UpdateStatusEvent) -> None:
+        self._event = "update-status"
 
-    @property
-    def periodic_check(self) -> bool:
-        """Whether this dispatch is ``update-status`` or ``upgrade-charm``: check everything again.
+    def _on_upgrade_charm(self, _: ops.UpgradeCharmEvent) -> None:
+        self._event = "upgrade-charm"
 
-        ``update-status`` is Juju's only periodic hook; ``upgrade-charm`` follows a refresh, when
-        Juju rewrites the StatefulSet and the Service. Why these:
-        ``docs/explanation/labels-and-policies.md#when-each-object-is-read``.
+    def check_due(self, name: str) -> bool:
+        """Whether the periodic check ``name`` (one of :data:`PERIODIC_CHECKS`) is due now.
+
+        Every check on ``upgrade-charm`` (after a refresh, when Juju rewrites the StatefulSet and
+        the Service); on ``update-status`` (Juju's only periodic hook), one check per hook, each
+        in turn, so each is made at least every ``len(checks in use)`` ``update-status`` hooks;
+        on any other hook, none. The turn is kept with what only the leader writes (forgotten
+        with it) and moves on the first time this is asked in an ``update-status`` hook.
+        Why: ``docs/explanation/labels-and-policies.md#when-each-object-is-read``.
         """
-        return self._periodic
+        if self._event == "upgrade-charm":
+            return True
+        return self._event == "update-status" and self._this_turn() == name
+
+    def _use_check(self, name: str) -> None:
+        self._checks.add(name)
+
+    def _this_turn(self) -> str:
+        if self._turn is None:
+            checks = [name for name in PERIODIC_CHECKS if name in self._checks]
+            count = self._recall("periodic-turn")
+            turn = count if isinstance(count, int) and count >= 0 else 0
+            self._turn = checks[turn % len(checks)] if checks else ""
+            self._remember("periodic-turn", (turn + 1) % max(len(checks), 1))
+        return self._turn
 
     def forget_app(self) -> None:
         """Forget everything only the leader writes (the next writes read first)."""
@@ -82,16 +117,21 @@ class DatabagMemory(ops.Object):
 
     def label_memory(self) -> LeaderLabelMemory:
         """What this unit, as the leader, last applied as its application's labels (see there)."""
+        self._use_check("service")
         return LeaderLabelMemory(self)
+
+    def policy_memory(self) -> LeaderPolicyMemory:
+        """What this unit, as the leader, last found or made its owned policies (see there)."""
+        self._use_check("policies")
+        return LeaderPolicyMemory(self)
 
     def _recall(self, name: str) -> Any:
         return self._stored.values.get(name)
 
     def _remember(self, name: str, value: Any) -> None:
-        values: dict[str, Any] = dict(self._stored.values)  # pyright: ignore[reportUnknownArgumentType]
-        if values.get(name) != value:
+        values = self._stored.values  # an ops StoredDict: setting a key marks it for saving
+        if name not in values or values[name] != value:
             values[name] = value
-            self._stored.values = values
 
     def _key(self, databag: ops.RelationDataContent) -> str | None:
         relation = databag.relation
@@ -136,8 +176,33 @@ class LeaderLabelMemory:
         self._memory._remember("k8s-labels", dict(sorted(labels.items())))  # pyright: ignore[reportPrivateUsage]
 
     def service_check_due(self) -> bool:
-        """Whether this hook is one of the periodic check (:attr:`DatabagMemory.periodic_check`)."""
-        return self._memory.periodic_check
+        """Whether the Service is checked in this hook (:meth:`DatabagMemory.check_due`)."""
+        return self._memory.check_due("service")
+
+
+class LeaderPolicyMemory:
+    """The digest of the cluster-internal policies this leader last listed or wrote as owned.
+
+    A hook whose wanted policies have this digest need not list them, unless
+    :meth:`check_due`; forgotten, like the application digests, whenever leadership may have
+    moved (a ``PolicyCache`` of ``k8s/policy_manager.py``).
+    """
+
+    def __init__(self, memory: DatabagMemory):
+        self._memory = memory
+
+    def recall(self) -> str | None:
+        """The digest recorded last, or ``None`` when not known here."""
+        value = self._memory._recall("k8s-policies")  # pyright: ignore[reportPrivateUsage]
+        return value if isinstance(value, str) else None
+
+    def remember(self, digest: str | None) -> None:
+        """Record the digest of what is owned now; ``None`` forgets it (the next hook lists)."""
+        self._memory._remember("k8s-policies", digest)  # pyright: ignore[reportPrivateUsage]
+
+    def check_due(self) -> bool:
+        """Whether the policies are listed in this hook (:meth:`DatabagMemory.check_due`)."""
+        return self._memory.check_due("policies")
 
 
 def _digest(values: Mapping[str, str | None]) -> str:

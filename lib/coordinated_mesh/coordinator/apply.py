@@ -242,8 +242,9 @@ def _drain_policies(
 ) -> DrainStatus | None:
     """Off the mesh: keep the owned policies while a cluster pod is enrolled, else delete them.
 
-    Reads nothing but the owned policies in our namespace unless there are some; deletes nothing
-    unless every read succeeded and showed no enrolled pod. Returns what is kept, if anything.
+    Reads nothing but the owned policies in our namespace unless there are some (and not those
+    when the leader's memory says none is owned and no check is due); deletes nothing unless
+    every read of this hook succeeded and showed no enrolled pod. Returns what is kept, if any.
     """
     read, found = calls.run(lambda backend: backend.local_policies(), crd_missing_ok=True)
     listed: list[dict[str, Any]] = found or []

@@ -203,6 +203,7 @@ class Coordinator(Reconciler[KubernetesBackend]):
             return make_kubernetes_backend(
                 client_factory=kubernetes_client_factory,
                 label_cache=self.memory.label_memory(),
+                policy_cache=self.memory.policy_memory(),
                 **names,
             )
 

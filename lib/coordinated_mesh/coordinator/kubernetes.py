@@ -14,8 +14,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from coordinated_mesh.k8s.client import AppClient, ClientFactory, CRDMissingError, api_errors
+from coordinated_mesh.k8s.client import AppClient, ClientFactory, api_errors
 from coordinated_mesh.k8s.labels import AppLabels, LabelCache
+from coordinated_mesh.k8s.policy_manager import PolicyCache
 from coordinated_mesh.mesh.drain import ClusterPod
 from coordinated_mesh.mesh.policies import MeshPolicy
 
@@ -47,12 +48,16 @@ class KubernetesBackend(Protocol):
         """Make the owned cluster-internal policies exactly ``policies``; True if it wrote.
 
         ``listed``: what :meth:`local_policies` returned earlier in this hook. When it already
-        matches ``policies``, nothing is read or written again.
+        matches ``policies``, nothing is read or written again. Without ``listed``, the leader's
+        memory may say they are in place (then nothing is read, unless a check is due).
         """
         ...
 
     def local_policies(self) -> list[dict[str, Any]]:
-        """The owned policy objects in our namespace (one list); ``[]`` without Istio's CRD."""
+        """The owned policy objects in our namespace (one list); ``[]`` without Istio's CRD.
+
+        ``[]`` without a read when the leader's memory says none are owned and no check is due.
+        """
         ...
 
     def cluster_pods(self, selector: Mapping[str, str]) -> list[ClusterPod]:
@@ -101,7 +106,9 @@ class LightkubeBackend:
     """:class:`KubernetesBackend` on a lightkube client, the label helpers and the policy manager.
 
     The client is created on first use (:class:`~coordinated_mesh.k8s.client.AppClient`), so
-    units that never touch Kubernetes never import lightkube's models.
+    units that never touch Kubernetes never import lightkube's models. ``label_cache`` and
+    ``policy_cache`` are the leader's memories of what it applied (``charm.memory``): with them a
+    steady-state hook reads the StatefulSet and, on ``update-status``, one more object.
     """
 
     def __init__(
@@ -111,16 +118,22 @@ class LightkubeBackend:
         namespace: str,
         client_factory: ClientFactory | None,
         label_cache: LabelCache | None = None,
+        policy_cache: PolicyCache | None = None,
     ):
         self._client = AppClient(app_name=app_name, namespace=namespace, factory=client_factory)
         self._label_cache = label_cache
+        self._policy_cache = policy_cache
 
-    def _manager(self):
+    def _manager(self, *, cached: bool = True):
         from coordinated_mesh.k8s.policy_manager import PolicyResourceManager
 
         client = self._client
         return PolicyResourceManager(
-            client.get(), app_name=client.app_name, namespace=client.namespace, logger=logger
+            client.get(),
+            app_name=client.app_name,
+            namespace=client.namespace,
+            logger=logger,
+            cache=self._policy_cache if cached else None,
         )
 
     def reconcile_labels(self, labels: Mapping[str, str]) -> bool:  # noqa: D102
@@ -132,22 +145,10 @@ class LightkubeBackend:
     def reconcile_policies(  # noqa: D102
         self, policies: Sequence[MeshPolicy], *, listed: Sequence[Mapping[str, Any]] | None = None
     ) -> bool:
-        from coordinated_mesh.k8s.policy_manager import desired_objects, diff_objects
-
-        manager = self._manager()
-        if listed is not None:
-            desired = desired_objects(policies, owner=manager.owner)
-            here = all(obj["metadata"]["namespace"] == self._client.namespace for obj in desired)
-            diff = diff_objects(desired, [dict(obj) for obj in listed])
-            if here and not (diff.create or diff.update or diff.delete):
-                return False
-        return manager.reconcile(policies).changed
+        return self._manager().reconcile(policies, listed=listed).changed
 
     def local_policies(self) -> list[dict[str, Any]]:  # noqa: D102
-        try:
-            return self._manager().list_owned([self._client.namespace])
-        except CRDMissingError:
-            return []  # no Istio: nothing of the kind exists, so nothing is owned
+        return self._manager().list_local()
 
     def cluster_pods(self, selector: Mapping[str, str]) -> list[ClusterPod]:  # noqa: D102
         from lightkube.resources.core_v1 import Pod
@@ -178,7 +179,7 @@ class LightkubeBackend:
         return self._manager().delete_all([self._client.namespace]).changed
 
     def owned_policies(self) -> list[dict[str, Any]]:  # noqa: D102
-        return self._manager().list_owned([self._client.namespace])
+        return self._manager(cached=False).list_owned([self._client.namespace])
 
     def delete_label_memory(self) -> bool:  # noqa: D102
         return AppLabels(self._client).delete_label_memory()
@@ -222,14 +223,18 @@ def make_kubernetes_backend(
     namespace: str,
     client_factory: ClientFactory | None = None,
     label_cache: LabelCache | None = None,
+    policy_cache: PolicyCache | None = None,
 ) -> KubernetesBackend:
     """The production backend (the seam plain ``ops.testing`` tests replace with a fake).
 
-    ``label_cache``: the leader's copy of its label memory (see :class:`LabelCache`).
+    ``label_cache``, ``policy_cache``: the leader's memories of its labels and policies (see
+    :class:`~coordinated_mesh.k8s.labels.LabelCache`,
+    :class:`~coordinated_mesh.k8s.policy_manager.PolicyCache`).
     """
     return LightkubeBackend(
         app_name=app_name,
         namespace=namespace,
         client_factory=client_factory,
         label_cache=label_cache,
+        policy_cache=policy_cache,
     )

@@ -62,8 +62,9 @@ class LabelCache(Protocol):
     def service_check_due(self) -> bool:
         """Whether this hook must read the Service even when the StatefulSet is in place.
 
-        True on the hooks of the periodic check (``update-status``, ``upgrade-charm``): Juju
-        never removes our labels, so only someone else can, and no hook says when.
+        True on the hooks of the periodic check (``upgrade-charm``, and the Service's turn of
+        ``update-status``): Juju never removes our labels, so only someone else can, and no hook
+        says when.
         """
         ...
 

@@ -2,7 +2,8 @@
 
 :func:`desired_objects` and :func:`diff_objects` decide (pure); :class:`PolicyResourceManager`
 lists the owned objects, then creates, updates and deletes the difference in that order, so a new
-allow exists before the old one goes. Names come from content and ownership from labels, so two
+allow exists before the old one goes; with a :class:`PolicyCache` it lists only when the wanted
+objects changed or a check is due. Names come from content and ownership from labels, so two
 owners never touch each other's objects: ``docs/explanation/labels-and-policies.md``.
 """
 
@@ -11,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from coordinated_mesh.k8s.client import MANAGED_BY, CRDMissingError, api_errors
 from coordinated_mesh.mesh.authorization import (
@@ -30,11 +33,13 @@ from coordinated_mesh.parse import safe_label_value
 __all__ = [
     "ObjectDiff",
     "Owner",
+    "PolicyCache",
     "PolicyResourceManager",
     "ReconcileResult",
     "authorization_policy_resource",
     "desired_objects",
     "diff_objects",
+    "objects_digest",
 ]
 
 if TYPE_CHECKING:  # lightkube is imported when a manager is used, not with this module
@@ -132,6 +137,39 @@ def desired_objects(policies: Iterable[MeshPolicy], *, owner: Owner) -> list[Obj
     return [objects[key] for key in sorted(objects)]
 
 
+def objects_digest(desired: Iterable[Mapping[str, Any]]) -> str:
+    """A digest of the objects :func:`desired_objects` gives: equal objects, equal digests.
+
+    SHA-256 of their canonical JSON in (namespace, name) order, so it covers every name, label
+    and spec, and the empty set has a digest of its own.
+    """
+    ordered = sorted(desired, key=_key)
+    text = json.dumps(ordered, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class PolicyCache(Protocol):
+    """What the owner's leader knows of its objects across hooks (``charm.memory``).
+
+    The :func:`objects_digest` of the desired objects that the owned objects last equalled, as
+    listed or written by this leader. With one, :class:`PolicyResourceManager` does not list
+    when the wanted objects have that digest and no check is due: only someone else can change
+    the objects, and no hook says when.
+    """
+
+    def recall(self) -> str | None:
+        """The digest recorded last, ``None`` when unknown."""
+        ...
+
+    def remember(self, digest: str | None) -> None:
+        """Record the digest of what is owned now; ``None`` forgets it."""
+        ...
+
+    def check_due(self) -> bool:
+        """Whether this hook must list the owned objects even when the digest matches."""
+        ...
+
+
 def needs_update(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
     """Whether ``actual`` must be rewritten: its spec or one of the desired labels differs.
 
@@ -191,6 +229,8 @@ class PolicyResourceManager:
         namespace: its namespace (the Juju model it runs in).
         scope: what the policies are for; one owner per (app, model, scope).
         logger: where to log writes; this module's logger by default.
+        cache: what the leader knows of the owned objects across hooks (:class:`PolicyCache`);
+            without one, every reconciliation lists.
     """
 
     def __init__(
@@ -201,10 +241,12 @@ class PolicyResourceManager:
         namespace: str,
         scope: str = "cluster-internal",
         logger: logging.Logger | None = None,
+        cache: PolicyCache | None = None,
     ):
         self._client = client
         self._owner = Owner(app_name=app_name, namespace=namespace, scope=scope)
         self._log = logger or logging.getLogger(__name__)
+        self._cache = cache
 
     @property
     def owner(self) -> Owner:
@@ -232,24 +274,66 @@ class PolicyResourceManager:
                 )
         return sorted(found, key=_key)
 
-    def reconcile(self, policies: Sequence[MeshPolicy]) -> ReconcileResult:
+    def reconcile(
+        self,
+        policies: Sequence[MeshPolicy],
+        *,
+        listed: Sequence[Mapping[str, Any]] | None = None,
+    ) -> ReconcileResult:
         """Make the owned objects exactly those enforcing ``policies``.
 
         Lists the owned objects in the namespaces it writes to (the target namespaces of
         ``policies`` and the model's), then creates what is missing, updates what differs, and
         deletes what is no longer wanted, in that order. Writes nothing when nothing differs.
         With no policies and no ``AuthorizationPolicy`` kind served, there is nothing to do and
-        no error.
+        no error. Without ``listed``, nothing is read when the cache records these very
+        objects and no check is due.
+
+        Args:
+            policies: the policies wanted.
+            listed: what :meth:`list_local` returned earlier in this hook. When every wanted
+                object lives in the owner's namespace, the difference is taken from it and not
+                listed again.
         """
         desired = desired_objects(policies, owner=self._owner)
+        digest = objects_digest(desired)
+        cache = self._cache
+        here = all(_key(obj)[0] == self._owner.namespace for obj in desired)
+        known = listed is None and cache is not None and cache.recall() == digest
+        if known and cache is not None and not cache.check_due():
+            return ReconcileResult()  # as this leader left them; checked periodically
         namespaces = {_key(obj)[0] for obj in desired} | {self._owner.namespace}
+        self._remember(None)  # until it is done: some writes may fail, the next hook lists
+        if listed is not None and here:
+            actual = [dict(obj) for obj in listed]
+        else:
+            try:
+                actual = self.list_owned(namespaces)
+            except CRDMissingError:
+                if desired:
+                    raise
+                actual = []  # nothing of the kind exists, so nothing is owned
+        result = self._apply(diff_objects(desired, actual))
+        self._remember(digest)
+        return result
+
+    def list_local(self) -> list[Object]:
+        """The owned objects in the owner's namespace (one list); ``[]`` without the kind served.
+
+        With a cache recording that none are owned and no check due, ``[]`` without a read.
+        """
+        empty = objects_digest([])
+        cache = self._cache
+        if cache is not None and cache.recall() == empty and not cache.check_due():
+            return []
         try:
-            actual = self.list_owned(namespaces)
+            found = self.list_owned([self._owner.namespace])
         except CRDMissingError:
-            if desired:
-                raise
-            return ReconcileResult()
-        return self._apply(diff_objects(desired, actual))
+            found = []  # nothing of the kind exists, so nothing is owned
+        # None found: nothing is owned. Some: they are what this hook goes on to reconcile
+        # (which records them), and until then nothing is known of them.
+        self._remember(None if found else empty)
+        return found
 
     def delete_all(self, namespaces: Iterable[str] | None = None) -> ReconcileResult:
         """Delete every owned object. Nothing to do when the kind is not served.
@@ -258,11 +342,21 @@ class PolicyResourceManager:
             namespaces: where to look; every namespace (one cluster-wide list, which needs
                 cluster-wide rights) when ``None``.
         """
+        # Afterwards nothing is owned where it looked: known when that includes our namespace.
+        targets = None if namespaces is None else list(namespaces)
+        covers = targets is None or self._owner.namespace in targets
         try:
-            actual = self.list_owned(namespaces)
+            actual = self.list_owned(targets)
         except CRDMissingError:
-            return ReconcileResult()
-        return self._apply(ObjectDiff(delete=tuple(actual)))
+            actual = []
+        self._remember(None)
+        result = self._apply(ObjectDiff(delete=tuple(actual)))
+        self._remember(objects_digest([]) if covers else None)
+        return result
+
+    def _remember(self, digest: str | None) -> None:
+        if self._cache is not None:
+            self._cache.remember(digest)
 
     def _apply(self, diff: ObjectDiff) -> ReconcileResult:
         created = [self._create(obj) for obj in diff.create]
