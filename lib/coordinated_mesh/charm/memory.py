@@ -80,6 +80,15 @@ class DatabagMemory(ops.Object):
     def _on_upgrade_charm(self, _: ops.UpgradeCharmEvent) -> None:
         self._event = "upgrade-charm"
 
+    @property
+    def periodic_hook(self) -> bool:
+        """Whether this dispatch is ``update-status`` or ``upgrade-charm``.
+
+        For checks that are cheap enough to make in full on each (the TLS backends' handshake),
+        unlike the Kubernetes reads, which take turns (:meth:`check_due`).
+        """
+        return self._event in ("update-status", "upgrade-charm")
+
     def check_due(self, name: str) -> bool:
         """Whether the periodic check ``name`` (one of :data:`PERIODIC_CHECKS`) is due now.
 

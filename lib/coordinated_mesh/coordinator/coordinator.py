@@ -337,7 +337,7 @@ class Coordinator(Reconciler[KubernetesBackend]):
         trust = snapshot.tls.upstream_trust
         key = backend_checks_key(backends, trust) if backends else ""
         stored = self._backend_checks
-        if key != stored.key or (backends and self.memory.periodic_check):
+        if key != stored.key or (backends and self.memory.periodic_hook):
             failures = (
                 check_tls_backends(backends, trust, check=self._tls_backend_check)
                 if backends
