@@ -29,9 +29,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.binaries import require_binary
-from tests.support.certs import Issued, issue, make_ca
 from tests.support.charm_loader import load_charm_module
 from tests.support.nginx import RunningNginx, free_port, wait_for_port
+from tests.support.tls import Leaf, issue, make_ca
 
 CHARM = load_charm_module("worker")
 PROXY = "http://coord.mymodel.svc.cluster.local:8080"
@@ -502,7 +502,7 @@ def test_real_prometheus_remote_writes_to_the_proxied_path_and_reloads_on_sighup
         log.close()
 
 
-def _tls_nginx_config(prefix: Path, *, port: int, server: Issued, upstream_port: int) -> str:
+def _tls_nginx_config(prefix: Path, *, port: int, server: Leaf, upstream_port: int) -> str:
     """nginx terminating TLS 1.2/1.3 on loopback in front of a plain HTTP upstream (by hand: the
     proxy's own TLS rendering is tested with the proxy)."""
     user = "user root;\n" if os.geteuid() == 0 else ""
@@ -536,7 +536,7 @@ def test_real_prometheus_remote_writes_over_tls_trusting_only_the_ca_file(
     prometheus = require_binary("prometheus")
     nginx = require_binary("nginx")
     ca, other_ca = make_ca(tmp_path / "ca"), make_ca(tmp_path / "other", "other-ca")
-    server = issue(ca, tmp_path / "server", dns=["localhost"], ips=["127.0.0.1"])
+    server = issue(ca, tmp_path / "server", ["localhost", "127.0.0.1"])
     tls_port, port = free_port(), _free_port()
     prefix = tmp_path / "nginx"
     prefix.mkdir()
