@@ -45,3 +45,4 @@ def test_proxy_benchmark_quick_run():
         assert len(row["CPU us/req direct (wrk+backend)"].split("+")) == 2
         *_, proxy_cpu = map(float, row["CPU us/req proxied (wrk+backend+proxy)"].split("+"))
         assert proxy_cpu > 0, row
+        assert float(row["CPU direct/proxied"]) > 0

@@ -21,10 +21,11 @@ kept-alive connections, the same request), each target gets a warm-up run first,
 measured ``--runs`` times with direct and proxied runs interleaved (order reversed every other
 round); the table has medians, the range of the per-round ratios, and the CPU time per request
 of each process (``/proc``), which shows where the proxied time goes. The proxy runs the charm's
-defaults (two worker processes, the buffered access log into a pipe that a thread drains, as
-Pebble reads a service's stdout) but for paths and the listen address; the static backend runs
-one worker. Nothing is pinned: the kernel shares the CPUs between ``wrk``, both nginx and the
-backend (and whatever else runs; the load average is printed before and after).
+defaults (two worker processes unless ``--proxy-workers``, the buffered access log into a pipe
+that a thread drains, as Pebble reads a service's stdout) but for paths and the listen address;
+the static backend runs one worker. Nothing is pinned: the kernel shares the CPUs between
+``wrk``, both nginx and the backend (and whatever else runs; the load average is printed before
+and after).
 
 Usage (from the repository root)::
 
@@ -154,7 +155,7 @@ def running_nginx(nginx: str, prefix: Path, config: str, port: int) -> Generator
 
 @contextmanager
 def proxy_to(
-    nginx: str, prefix: Path, backend_port: int, *, resolver: str, pooled: bool
+    nginx: str, prefix: Path, backend_port: int, *, resolver: str, pooled: bool, workers: int
 ) -> Generator[Proxy]:
     """The library's proxy in front of ``backend.test:<backend_port>``: its port and pid."""
     port = free_port()
@@ -176,7 +177,7 @@ def proxy_to(
     settings = replace(
         nginx_settings(prefix),
         upstream_resolve=pooled,
-        worker_processes=defaults.worker_processes,
+        worker_processes=workers,
         access_log=drained_pipe(prefix / "stdout.fifo"),
         access_log_buffered=defaults.access_log_buffered,
     )
@@ -370,8 +371,14 @@ def _row(
         f"{median(f.p50_ms for f in proxied):.2f} / {median(f.p99_ms for f in proxied):.2f}",
         _cpu(direct, ("wrk", "backend")),
         _cpu(proxied, ("wrk", "backend", "proxy")),
+        f"{_cpu_total(direct) / _cpu_total(proxied):.2f}",
         sum(f.errors for f in direct + proxied),
     ]
+
+
+def _cpu_total(figures: list[Figures]) -> float:
+    """Median CPU time per request, all measured processes together."""
+    return median(sum(f.cpu_us.values()) for f in figures)
 
 
 DEFAULT_POOLED_NGINX = Path.home() / ".cache/nginx-forky/root/run-nginx"
@@ -380,8 +387,11 @@ RENDERINGS = ("$upstream", "pooled")
 HEADERS = [
     "backend", "request", "proxy", "direct req/s", "proxied req/s", "proxied/direct",
     "ratio range", "direct p50 / p99 ms", "proxied p50 / p99 ms",
-    "CPU us/req direct (wrk+backend)", "CPU us/req proxied (wrk+backend+proxy)", "errors",
+    "CPU us/req direct (wrk+backend)", "CPU us/req proxied (wrk+backend+proxy)",
+    "CPU direct/proxied", "errors",
 ]  # fmt: skip
+"""``CPU direct/proxied``: CPU time per request direct over proxied, all processes together: the
+ratio proxied/direct would tend to where the CPUs are the only limit (all of them busy)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--runs", type=int, default=5, help="runs of each target per case")
+    parser.add_argument(
+        "--proxy-workers",
+        type=int,
+        default=NginxSettings().worker_processes,
+        help="the proxy's worker processes (default: the charm's, %(default)s)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="one 1 s run, 4 connections, no warm-up (smoke)"
     )
@@ -449,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                         backend_port,
                         resolver=resolver,
                         pooled=rendering == "pooled",
+                        workers=args.proxy_workers,
                     )
                 )
         time.sleep(0.5)  # the pooled upstreams resolve their names just after start
@@ -477,9 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
     print("## Proxy throughput\n")
     versions = {r: _nginx_version(proxy_nginx[r]) for r in RENDERINGS}
-    defaults = NginxSettings()
     print(f"proxy: nginx {versions['$upstream']} ($upstream), nginx {versions['pooled']} (pooled), "
-          f"{defaults.worker_processes} worker processes, buffered access log into a pipe; "
+          f"{args.proxy_workers} worker processes, buffered access log into a pipe; "
           f"{connections} connections on one wrk thread, {runs} run(s) of {duration} s per "
           f"target and case, interleaved{'' if args.quick else ', after a warm-up'}; "
           f"{os.cpu_count()} CPUs, nothing pinned, shared by wrk, both nginx, the backend and "
