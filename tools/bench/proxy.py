@@ -29,7 +29,7 @@ and after).
 
 Usage (from the repository root)::
 
-    .tox/unit/bin/python tools/bench/proxy.py              # about 4 minutes
+    .tox/unit/bin/python tools/bench/proxy.py              # about 3.5 minutes
     .tox/unit/bin/python tools/bench/proxy.py --quick      # one 1 s run each (smoke)
 """
 
