@@ -1,8 +1,8 @@
 """``tools/bench/proxy.py`` keeps working: it runs against real nginx, Prometheus and ``wrk``.
 
-Figures are not checked (they vary); the table's shape is, and that no request failed: the
-remote-write bodies the script builds by hand are accepted by the real receiver (an invalid one
-gets HTTP 400, counted as an error).
+Figures are not checked (they vary); the table's shape is, that no request failed (the
+remote-write bodies the script builds by hand are accepted by the real receiver: an invalid one
+gets HTTP 400, counted as an error), and that the proxy's CPU time was measured.
 """
 
 from __future__ import annotations
@@ -38,3 +38,11 @@ def test_proxy_benchmark_quick_run():
     ]
     assert all(r["errors"] == "0" for r in rows), result.stdout
     assert all(float(r["proxied/direct"]) > 0 for r in rows)
+    for row in rows:
+        low, high = map(float, row["ratio range"].split("-"))
+        assert low <= float(row["proxied/direct"]) <= high
+        # CPU time per request: wrk and the backend direct; wrk, the backend and the proxy.
+        assert len(row["CPU us/req direct (wrk+backend)"].split("+")) == 2
+        *_, proxy_cpu = map(float, row["CPU us/req proxied (wrk+backend+proxy)"].split("+"))
+        assert proxy_cpu > 0, row
+        assert float(row["CPU direct/proxied"]) > 0

@@ -22,12 +22,17 @@ from coordinated_mesh.proxy.plan import TelemetryProxyPlan
 
 
 def nginx_settings(prefix: Path, *, access_log: bool = False) -> NginxSettings:
-    """Settings that run the rendered config unprivileged-style in a temporary prefix."""
+    """Settings that run the rendered config unprivileged-style in a temporary prefix.
+
+    The access log (``prefix/access.log``) is unbuffered, so a test reads a request's line as
+    soon as the response arrives; tests/real/test_access_log.py tests the buffered default.
+    """
     return NginxSettings(
         temp_dir=str(prefix),
         listen_address="127.0.0.1",
         user="root" if os.geteuid() == 0 else None,
         access_log=str(prefix / "access.log") if access_log else None,
+        access_log_buffered=False,
         worker_processes=1,
         tls_dir=str(prefix / "tls"),
     )

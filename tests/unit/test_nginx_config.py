@@ -64,9 +64,10 @@ def test_main_context():
         "worker_processes 2;",
         "pid /tmp/nginx.pid;",
         "error_log stderr warn;",
+        "pcre_jit on;",
         "client_body_temp_path /tmp/nginx-client-body;",
         "proxy_temp_path /tmp/nginx-proxy;",
-        "access_log /dev/stdout proxy;",
+        "access_log /dev/stdout proxy buffer=4k flush=1s;",
         "client_max_body_size 64m;",
         "resolver 10.152.183.10 [fd00::a] valid=10s;",
         "proxy_http_version 1.1;",
@@ -160,6 +161,12 @@ def test_settings_are_rendered():
         "resolver 10.152.183.10 [fd00::a] valid=30s;",
     ]:
         assert line in text
+
+
+def test_access_log_unbuffered():
+    text = render(access_log="/var/log/proxy.log", access_log_buffered=False)
+    assert "    access_log /var/log/proxy.log proxy;\n" in text
+    assert "buffer=" not in text
 
 
 def test_no_resolver_line_without_resolvers():
