@@ -172,6 +172,30 @@ def _settled(ctx: Ctx, state: testing.State, request_log: RequestLog) -> testing
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Settled:
+    """A meshed coordinator with one worker application, after two hooks: the steady state."""
+
+    coordinator: JujuApp
+    out: testing.State
+
+
+@pytest.fixture
+def settled(
+    ctx: Ctx,
+    kubeconfig_env: None,
+    namespace: str,
+    juju_app: MakeApp,
+    authorization_policy_crd: type[GenericNamespacedResource],
+    request_log: RequestLog,
+    tmp_path: Path,
+) -> Settled:
+    """:func:`_settled` on the mesh, with ``w1``; the request log starts empty."""
+    coordinator = juju_app(APP, namespace)
+    state = _state(namespace, tmp_path, worker_relation("w1"), mesh_relation())
+    return Settled(coordinator, _settled(ctx, state, request_log))
+
+
 def _strip_service_labels(client: Client, coordinator: JujuApp) -> None:
     """Someone replaces the Service with Juju's labels only (``kubectl replace``)."""
     service = coordinator.service()
@@ -183,18 +207,12 @@ def _strip_service_labels(client: Client, coordinator: JujuApp) -> None:
     client.replace(service)
 
 
-@pytest.mark.usefixtures("kubeconfig_env")
 def test_steady_hooks_read_the_statefulset_and_update_status_one_more_in_turn(
     ctx: Ctx,
-    namespace: str,
-    juju_app: MakeApp,
-    authorization_policy_crd: type[GenericNamespacedResource],
+    settled: Settled,
     request_log: RequestLog,
-    tmp_path: Path,
 ):
-    juju_app(APP, namespace)
-    state = _state(namespace, tmp_path, worker_relation("w1"), mesh_relation())
-    out = _settled(ctx, state, request_log)
+    out = settled.out
 
     # Between update-status hooks: the StatefulSet only.
     out = ctx.run(ctx.on.config_changed(), out)
@@ -213,18 +231,12 @@ def test_steady_hooks_read_the_statefulset_and_update_status_one_more_in_turn(
     )
 
 
-@pytest.mark.usefixtures("kubeconfig_env")
 def test_upgrade_charm_and_leader_elected_check_everything(
     ctx: Ctx,
-    namespace: str,
-    juju_app: MakeApp,
-    authorization_policy_crd: type[GenericNamespacedResource],
+    settled: Settled,
     request_log: RequestLog,
-    tmp_path: Path,
 ):
-    juju_app(APP, namespace)
-    state = _state(namespace, tmp_path, worker_relation("w1"), mesh_relation())
-    out = _settled(ctx, state, request_log)
+    out = settled.out
 
     out = ctx.run(ctx.on.upgrade_charm(), out)
     assert _reads(request_log) == ["authorizationpolicies", "services", "statefulsets"]
@@ -243,19 +255,15 @@ def test_upgrade_charm_and_leader_elected_check_everything(
     assert _reads(request_log) == ["statefulsets"]  # and then knows
 
 
-@pytest.mark.usefixtures("kubeconfig_env")
 def test_a_policy_deleted_out_of_band_is_recreated_within_two_update_status_hooks(
     ctx: Ctx,
+    settled: Settled,
+    request_log: RequestLog,
     k8s_client: Client,
     namespace: str,
-    juju_app: MakeApp,
     authorization_policy_crd: type[GenericNamespacedResource],
-    request_log: RequestLog,
-    tmp_path: Path,
 ):
-    juju_app(APP, namespace)
-    state = _state(namespace, tmp_path, worker_relation("w1"), mesh_relation())
-    out = _settled(ctx, state, request_log)
+    out = settled.out
     policies = _policies(k8s_client, authorization_policy_crd, namespace)
     gone = policies[0]["metadata"]["name"]
     k8s_client.delete(authorization_policy_crd, gone, namespace=namespace)
@@ -275,19 +283,14 @@ def test_a_policy_deleted_out_of_band_is_recreated_within_two_update_status_hook
     assert [o["spec"] for o in restored] == [o["spec"] for o in policies]
 
 
-@pytest.mark.usefixtures("kubeconfig_env")
 def test_a_service_label_removed_out_of_band_is_restored_within_two_update_status_hooks(
     ctx: Ctx,
-    k8s_client: Client,
-    namespace: str,
-    juju_app: MakeApp,
-    authorization_policy_crd: type[GenericNamespacedResource],
+    settled: Settled,
     request_log: RequestLog,
-    tmp_path: Path,
+    k8s_client: Client,
 ):
-    coordinator = juju_app(APP, namespace)
-    state = _state(namespace, tmp_path, worker_relation("w1"), mesh_relation())
-    out = _settled(ctx, state, request_log)
+    out = settled.out
+    coordinator = settled.coordinator
     wanted = {PART_OF_LABEL: APP, **MESH_LABELS}
     # The policies' turn comes first here, so that the Service's is the second hook.
     out = ctx.run(ctx.on.update_status(), out)
@@ -305,19 +308,15 @@ def test_a_service_label_removed_out_of_band_is_restored_within_two_update_statu
     assert patched == ["PATCH services"]
 
 
-@pytest.mark.usefixtures("kubeconfig_env")
 def test_a_change_of_wanted_policies_is_applied_on_the_next_hook(
     ctx: Ctx,
+    settled: Settled,
+    request_log: RequestLog,
     k8s_client: Client,
     namespace: str,
-    juju_app: MakeApp,
     authorization_policy_crd: type[GenericNamespacedResource],
-    request_log: RequestLog,
-    tmp_path: Path,
 ):
-    juju_app(APP, namespace)
-    state = _state(namespace, tmp_path, worker_relation("w1"), mesh_relation())
-    out = _settled(ctx, state, request_log)
+    out = settled.out
     before = {
         o["metadata"]["name"] for o in _policies(k8s_client, authorization_policy_crd, namespace)
     }
