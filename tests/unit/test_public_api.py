@@ -123,3 +123,24 @@ def test_testing_module_names_resolve():
     ]
     for name in helpers.__all__:
         assert getattr(helpers, name).__module__.startswith("coordinated_mesh.")
+
+
+def test_a_worker_charm_loads_no_coordinator_module():
+    """The public face imports each name on first use: a worker never pays for the proxy."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    probe = (
+        "import sys; sys.path[:0] = [sys.argv[1]]\n"
+        "from coordinated_mesh import Worker, WorkerContext, parse_http_url, push_and_reload\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('coordinated_mesh.coordinator',"
+        " 'coordinated_mesh.proxy', 'coordinated_mesh.mesh.consumer', 'lightkube')))\n"
+        "print(loaded)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(root / "lib")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "[]", done.stdout
