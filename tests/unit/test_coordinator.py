@@ -742,9 +742,29 @@ def test_failed_reload_is_reported_not_raised(ctx: Ctx, kube: FakeKubernetes, tm
         containers=[failing, containers[1]],
     )
     out = run(ctx, ctx.on.update_status(), st)
-    assert out.unit_status == testing.BlockedStatus(
+    failed = testing.BlockedStatus(
         "telemetry proxy: nginx reload failed, the previous configuration serves: emerg"
     )
+    assert out.unit_status == failed
+    # Nothing changed since, but nginx still serves the older text: tried again, still said.
+    reload = ["nginx", "-s", "reload"]
+    ctx.exec_history.clear()
+    out = run(ctx, ctx.on.update_status(), out)
+    assert [e.command for e in ctx.exec_history["nginx"]] == [reload]
+    assert out.unit_status == failed
+    # The cause is fixed (say, a key matching its certificate): the retry succeeds, once.
+    fixed = dataclasses.replace(
+        out.get_container("nginx"), execs={testing.Exec(reload, return_code=0)}
+    )
+    others = [c for c in out.containers if c.name != "nginx"]
+    out = dataclasses.replace(out, containers=[fixed, *others])
+    ctx.exec_history.clear()
+    out = run(ctx, ctx.on.update_status(), out)
+    assert [e.command for e in ctx.exec_history["nginx"]] == [reload]
+    assert isinstance(out.unit_status, testing.ActiveStatus)
+    ctx.exec_history.clear()
+    run(ctx, ctx.on.update_status(), out)
+    assert ctx.exec_history.get("nginx", []) == []
 
 
 def test_containers_not_ready_wait(ctx: Ctx, kube: FakeKubernetes):

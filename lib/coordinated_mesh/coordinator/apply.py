@@ -60,6 +60,8 @@ class Outcome:
     """Off the mesh, the policies kept for pods still enrolled (``None``: none)."""
     migrated: bool = False
     """Nothing of ``coordinated-workers`` is left to take over (set when asked to migrate)."""
+    nginx_reload_failed: bool | None = None
+    """Whether ``nginx -s reload`` failed this hook (``None``: nginx was not configured)."""
 
 
 class KubernetesCalls:
@@ -111,15 +113,22 @@ def _reload_nginx(container: ops.Container, outcome: Outcome) -> None:
         logger.error("nginx -s reload failed (%s): %s", e.exit_code, shorten(stderr, 500))
         detail = shorten(stderr) or f"exit code {e.exit_code}"
         outcome.proxy.append(f"nginx reload failed, the previous configuration serves: {detail}")
+        outcome.nginx_reload_failed = True
 
 
-def _configure_nginx(container: ops.Container, decision: Decision, outcome: Outcome) -> bool:
+def _configure_nginx(
+    container: ops.Container, decision: Decision, outcome: Outcome, *, reload_pending: bool
+) -> bool:
     """TLS files, then the configuration and the layer; one reload for both; stale files last.
 
     The certificate and key are in place before nginx may read them; a renewed certificate
-    alone (the configuration unchanged) is one reload, which keeps every connection. Files of a
-    certificate no longer served are removed only after nginx stopped reading them.
+    alone (the configuration unchanged) is one reload, which keeps every connection. A reload
+    that failed on an earlier hook (``reload_pending``) is tried again even when nothing changed
+    since: nginx still serves the configuration before it, and the status says so until it
+    succeeds. Files of a certificate no longer served are removed only after nginx stopped
+    reading them.
     """
+    outcome.nginx_reload_failed = False
     files_changed = write_tls_files(container, decision.tls_files)
     changed = push_and_reload(
         container,
@@ -129,8 +138,8 @@ def _configure_nginx(container: ops.Container, decision: Decision, outcome: Outc
         layer=nginx_layer(),
         reload=lambda: _reload_nginx(container, outcome),
     )
-    if files_changed and not changed:
-        logger.info("TLS files changed: reloading nginx")
+    if (files_changed or reload_pending) and not changed:
+        logger.info("reloading nginx: %s", "TLS files changed" if files_changed else "retrying")
         _reload_nginx(container, outcome)
     removed = remove_tls_files(container, decision.stale_tls_paths)
     return files_changed or changed or removed
@@ -146,8 +155,12 @@ def apply_workload(
     nginx_container: str,
     exporter_container: str,
     memory: DatabagMemory | None = None,
+    reload_pending: bool = False,
 ) -> None:
-    """Ports, unit databags, and the nginx and exporter containers of this unit."""
+    """Ports, unit databags, and the nginx and exporter containers of this unit.
+
+    ``reload_pending``: an earlier hook's ``nginx -s reload`` failed (try it again).
+    """
     charm.unit.set_ports(*decision.ports)
     endpoints = snapshot.endpoints
     identity = snapshot.identity
@@ -180,7 +193,10 @@ def apply_workload(
     nginx = charm.unit.get_container(nginx_container)
     exporter = charm.unit.get_container(exporter_container)
     steps: list[tuple[ops.Container, Callable[[], object]]] = [
-        (nginx, lambda: _configure_nginx(nginx, decision, outcome)),
+        (
+            nginx,
+            lambda: _configure_nginx(nginx, decision, outcome, reload_pending=reload_pending),
+        ),
         (
             exporter,
             lambda: ensure_layer(

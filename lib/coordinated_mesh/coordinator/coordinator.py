@@ -121,6 +121,8 @@ class Coordinator(Reconciler[KubernetesBackend]):
     _migration = ops.StoredState()
     # Unit-local: the last verification of the TLS backends, and what it was made for.
     _backend_checks = ops.StoredState()
+    # Unit-local: an nginx reload failed and is to be tried again (nginx serves the older text).
+    _nginx = ops.StoredState()
 
     def __init__(
         self,
@@ -224,6 +226,7 @@ class Coordinator(Reconciler[KubernetesBackend]):
         self._observations: Observations | None = None
         self._migration.set_default(checked=False)
         self._backend_checks.set_default(key="", failures=[])
+        self._nginx.set_default(reload_pending=False)
         identity_names = self._certificate_names
         self.certificates = (
             ServerCertificates(charm, names=identity_names, endpoint=certificates_endpoint)
@@ -309,7 +312,11 @@ class Coordinator(Reconciler[KubernetesBackend]):
             nginx_container=self._nginx_container,
             exporter_container=self._exporter_container,
             memory=self.memory,
+            reload_pending=bool(self._nginx.reload_pending),
         )
+        failed = outcome.nginx_reload_failed
+        if failed is not None and failed != self._nginx.reload_pending:
+            self._nginx.reload_pending = failed
         if snapshot.is_leader:
             calls = KubernetesCalls(lambda: self.backend, outcome.kubernetes)
             apply_leader(
