@@ -123,28 +123,29 @@ class StateFactory(Protocol):
     ) -> testing.State: ...
 
 
-@pytest.fixture
-def config_dir(tmp_path: Path) -> Path:
-    """Where the container's ``/etc/prometheus`` lives in this test (kept across hooks)."""
-    path = tmp_path / "etc-prometheus"
+def _kept(tmp_path: Path, name: str) -> Path:
+    """A directory of the test's that stands for one of the container's (kept across hooks)."""
+    path = tmp_path / name
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    """The container's ``/etc/prometheus``."""
+    return _kept(tmp_path, "etc-prometheus")
 
 
 @pytest.fixture
 def certs_dir(tmp_path: Path) -> Path:
-    """Where the container's ``/etc/ssl/certs`` lives in this test (kept across hooks)."""
-    path = tmp_path / "etc-ssl-certs"
-    path.mkdir()
-    return path
+    """The container's ``/etc/ssl/certs``."""
+    return _kept(tmp_path, "etc-ssl-certs")
 
 
 @pytest.fixture
 def roots_dir(tmp_path: Path) -> Path:
-    """Where the container's ``/var/lib/coordinated-mesh`` lives (kept across hooks)."""
-    path = tmp_path / "var-lib-coordinated-mesh"
-    path.mkdir()
-    return path
+    """The container's ``/var/lib/coordinated-mesh``."""
+    return _kept(tmp_path, "var-lib-coordinated-mesh")
 
 
 @pytest.fixture
