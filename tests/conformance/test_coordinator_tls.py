@@ -337,3 +337,39 @@ def test_show_mesh_says_which_names_the_certificate_covers_and_until_when(
         "trusted-cas": 0,
     }
     assert any(line.startswith("tls: ") for line in ctx.action_logs)
+
+
+def test_a_refused_renewal_keeps_serving_the_valid_certificate(ctx: Ctx, etc_nginx: Path):
+    """Nothing applied is lost: a bad new certificate is refused, the served one stays."""
+    out, issued = serve_tls(ctx, etc_nginx)
+    served = tls_file(etc_nginx, SETTINGS.server_cert_path).read_text()
+    ca_before = cluster_data(out).ca_cert
+
+    def other_names(csr: tls.CertificateSigningRequest) -> tls.Certificate:
+        elsewhere = tls.CertificateRequestAttributes(
+            common_name="elsewhere.example", sans_dns=frozenset({"elsewhere.example"})
+        ).generate_csr(tls.PrivateKey.generate())
+        return tls.Certificate.generate(
+            csr=elsewhere, ca=ISSUER.ca, ca_private_key=ISSUER.key, validity=_days(30)
+        )
+
+    ISSUER.override = other_names
+    try:
+        provider_data = issue(dict(out.get_relation(issued.id).local_unit_data), requirer_app=APP)
+    finally:
+        ISSUER.override = None
+    renewed = certificates_relation(
+        id=issued.id,
+        local_unit_data=dict(out.get_relation(issued.id).local_unit_data),
+        remote_app_data=provider_data,
+    )
+    after = ctx.run(
+        ctx.on.relation_changed(renewed, remote_unit=0),
+        base(etc_nginx, renewed, secrets=out.secrets),
+    )
+    assert isinstance(after.unit_status, ops.BlockedStatus)
+    assert "certificates" in after.unit_status.message
+    assert tls_file(etc_nginx, SETTINGS.server_cert_path).read_text() == served
+    assert cluster_data(after).ca_cert == ca_before
+    config = nginx_config(ctx, after)
+    assert config is not None and "listen 8443 ssl;" in config

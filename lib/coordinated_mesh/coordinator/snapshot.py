@@ -26,7 +26,11 @@ from coordinated_mesh.parse import Problem, nameservers_from_resolv_conf, unit_f
 from coordinated_mesh.proxy.nginx import NginxSettings
 from coordinated_mesh.proxy.plan import CoordinatorIdentity
 from coordinated_mesh.relations.certificate_transfer import TrustedCas
-from coordinated_mesh.relations.certificates import ServerCertificates, is_waiting
+from coordinated_mesh.relations.certificates import (
+    ServerCertificates,
+    certificate_covers,
+    is_waiting,
+)
 from coordinated_mesh.relations.cluster import (
     CoordinatorAppData,
     JujuTopology,
@@ -252,19 +256,21 @@ def _read_tls(
     certificate, found = certificates.read(service_fqdn)
     problems += [p for p in found if not is_waiting(p)]
     kept = False
-    if certificate is None and found and all(is_waiting(p) for p in found):
-        # A renewal is being issued (or the first request): keep serving what nginx serves.
+    if certificate is None and found:
+        # A renewal being issued, or a new certificate refused (its problem is shown): keep
+        # serving what nginx serves while it is valid and still covers the Service name.
         container = charm.unit.get_container(sources.nginx_container)
         settings = sources.nginx_settings
         if container.can_connect():
-            certificate = served_certificate(
+            served = served_certificate(
                 container,
                 chain_path=settings.server_cert_path,
                 key_path=settings.server_key_path,
                 ca_path=server_ca_path(settings),
                 now=datetime.now(UTC),
             )
-            kept = certificate is not None
+            if served is not None and certificate_covers(served.dns_names, service_fqdn):
+                certificate, kept = served, True
     return TlsState(
         related=True,
         certificate=certificate,

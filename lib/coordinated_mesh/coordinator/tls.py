@@ -133,9 +133,10 @@ class TlsState:
     Attributes:
         related: the ``certificates`` relation exists.
         certificate: what the proxy serves: the provider's current certificate, or, while a
-            renewal is being issued, the one nginx already serves (still valid); ``None``: plain.
+            renewal is being issued or when the provider's new one is refused, the one nginx
+            already serves (while valid and covering the Service name); ``None``: plain.
         waiting: related, and no certificate to serve yet.
-        kept: ``certificate`` is the one already served, kept during a renewal.
+        kept: ``certificate`` is the one already served, kept (a renewal pending or refused).
         trusted_cas: the CAs received on ``receive-ca-cert`` (PEM, one each, sorted).
         system_bundle: the charm container's system CA bundle (``""`` if unreadable).
     """
