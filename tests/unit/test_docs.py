@@ -175,6 +175,7 @@ def test_every_document_has_links_checked():
         "docs/explanation/worker.md",
         "docs/how-to/add-mesh-support.md",
         "docs/how-to/migrate-from-coordinated-workers.md",
+        "docs/how-to/serve-the-proxy-over-tls.md",
         "docs/how-to/test-your-charms.md",
         "docs/how-to/vendor-the-library.md",
         "docs/reference/api.md",
