@@ -268,7 +268,9 @@ def test_a_tls_backend_failing_verification_is_named_checked_on_change_and_updat
     host = "loki-0.loki-endpoints.cos.svc.cluster.local"
     assert calls == [(host, 3100, host)]
     assert isinstance(out.unit_status, ops.BlockedStatus)
-    assert "TLS backend refused" in out.unit_status.message and host in out.unit_status.message
+    assert out.unit_status.message.startswith(
+        f"telemetry proxy: TLS backend refused, its requests get 502: {host}:3100: "
+    )
     # Nothing changed: not checked again, the verdict is shown again.
     out = ctx.run(ctx.on.config_changed(), out)
     assert len(calls) == 1 and isinstance(out.unit_status, ops.BlockedStatus)

@@ -340,7 +340,8 @@ class Coordinator(Reconciler[KubernetesBackend]):
         Checked (one bounded handshake each) when the backends or the trust changed, and on the
         periodic check (``update-status``); otherwise the last result is shown again.
         """
-        backends = tls_backends(decision.proxy)
+        # Without any trust the plan already refuses (and names) every TLS backend.
+        backends = tls_backends(decision.proxy) if decision.proxy.upstream_trust else ()
         trust = snapshot.tls.upstream_trust
         key = backend_checks_key(backends, trust) if backends else ""
         stored = self._backend_checks
@@ -354,9 +355,7 @@ class Coordinator(Reconciler[KubernetesBackend]):
                 stored.key, stored.failures = key, failures
         else:
             failures = [str(f) for f in stored.failures]
-        return [
-            f"TLS backend refused (502 until fixed; relate receive-ca-cert?): {f}" for f in failures
-        ]
+        return [f"TLS backend refused, its requests get 502: {f}" for f in failures]
 
     def statuses(self) -> Sequence[ops.StatusBase]:
         """The statuses of the last reconcile (none when nothing was reconciled)."""
