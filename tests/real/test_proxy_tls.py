@@ -33,7 +33,7 @@ from coordinated_mesh.proxy.tls import check_backend_tls
 from coordinated_mesh.relations.cluster import JujuTopology, MetricsEndpoint, WorkerUnitData
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.support.binaries import require_binary
+from tests.support.binaries import require_binary, unavailable
 from tests.support.grpc_upstream import EXPORT, grpc_frame, start_grpc_upstream
 from tests.support.nginx import (
     ProxyNginx,
@@ -637,7 +637,7 @@ def test_a_large_trust_file_with_many_worker_routes_loads_in_seconds(
     (found while writing this). Only the TLS backends' locations have it."""
     system = Path(ssl.get_default_verify_paths().openssl_cafile)
     if not system.is_file():
-        pytest.skip(f"no system CA bundle at {system}")
+        unavailable(f"no system CA bundle at {system} (Debian package: ca-certificates)")
     workers = [
         WorkerUnitData(
             juju_topology=JujuTopology(application="w", unit=f"w/{i}", charm_name="w"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import email.parser
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import coordinated_mesh
 import pytest
+
+from tests.support.binaries import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 300
@@ -83,12 +84,7 @@ SMOKE = textwrap.dedent(
 
 
 def _uv() -> str:
-    uv = shutil.which("uv")
-    if uv is None:
-        if os.environ.get("CI"):
-            pytest.fail("uv is not installed (CI installs it: .ci/run)")
-        pytest.skip("uv is not installed")
-    return uv
+    return require_binary("uv")
 
 
 def _run(args: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> str:
