@@ -120,6 +120,8 @@ def test_without_the_relation_nothing_is_tls(ctx: Ctx, etc_nginx: Path):
     assert config is not None and " ssl" not in config
     assert cluster_data(out).ca_cert is None
     assert not tls_file(etc_nginx, SETTINGS.server_key_path).exists()
+    # No TLS backend either: no trust file to write (nginx would not read it).
+    assert not tls_file(etc_nginx, SETTINGS.upstream_ca_path).exists()
     assert "TLS" not in out.unit_status.message
 
 
@@ -267,6 +269,8 @@ def test_a_tls_backend_failing_verification_is_named_checked_on_change_and_updat
     out = ctx.run(ctx.on.config_changed(), st)
     host = "loki-0.loki-endpoints.cos.svc.cluster.local"
     assert calls == [(host, 3100, host)]
+    trust_file = tmp_path / "etc-nginx" / Path(SETTINGS.upstream_ca_path).relative_to("/etc/nginx")
+    assert "BEGIN CERTIFICATE" in trust_file.read_text()  # what nginx verifies Loki with
     assert isinstance(out.unit_status, ops.BlockedStatus)
     assert out.unit_status.message.startswith(
         f"telemetry proxy: TLS backend refused, its requests get 502: {host}:3100: "

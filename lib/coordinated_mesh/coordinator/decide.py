@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from coordinated_mesh.coordinator.snapshot import Snapshot
-from coordinated_mesh.coordinator.tls import TlsFile, server_ca_path, tls_files
+from coordinated_mesh.coordinator.tls import TlsFile, server_ca_path, tls_backends, tls_files
 from coordinated_mesh.mesh.cluster_policies import build_cluster_policies, held_labels, pod_labels
 from coordinated_mesh.mesh.policies import AppPolicy, Endpoint, MeshPolicy, Method, UnitPolicy
 from coordinated_mesh.parse import Problem
@@ -144,7 +144,8 @@ def decide(spec: CoordinatorSpec, snapshot: Snapshot) -> Decision:
     settings = spec.nginx_settings
     files = tls_files(
         certificate if proxy.tls else None,
-        trust,
+        # Only nginx's TLS backend locations read the trust file: without one, no file to keep.
+        trust if tls_backends(proxy) else "",
         server_cert_path=settings.server_cert_path,
         server_key_path=settings.server_key_path,
         server_ca_path=server_ca_path(settings),

@@ -1,14 +1,15 @@
 """The proxy's TLS files in the nginx container: decided from the certificate and the trust.
 
 :func:`tls_files` (pure) says what nginx reads: the server certificate chain and its private key
-while TLS is served, and always the bundle of CAs it trusts for TLS backends (the received CAs,
-then the system bundle). :func:`write_tls_files` writes only what differs, the key with mode
+while TLS is served, and, while it has TLS backends, the bundle of CAs it trusts for them (the
+received CAs, then the system bundle). :func:`write_tls_files` writes only what differs, the key with mode
 0600, before nginx is told to reload; :func:`remove_tls_files` removes a certificate and key no
 longer served, once nginx no longer reads them. Why and how: ``docs/explanation/telemetry-proxy.md``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -95,7 +96,7 @@ def tls_files(
 
     With a certificate: its key (0600), its chain, and its CA (kept beside them so that, while
     a renewal is issued, the served certificate is known whole). The trust bundle is written
-    whenever it is not empty (nginx reads it only for TLS backends).
+    when it is not empty (the caller passes ``""`` while there is no TLS backend to verify).
     """
     files: list[TlsFile] = []
     if certificate is not None:
@@ -148,9 +149,12 @@ class TlsState:
     trusted_cas: tuple[str, ...] = ()
     system_bundle: str = ""
 
-    @property
+    @functools.cached_property
     def upstream_trust(self) -> str:
-        """The CA bundle nginx verifies TLS backends with (``proxy.tls.upstream_ca_bundle``)."""
+        """The CA bundle nginx verifies TLS backends with (``proxy.tls.upstream_ca_bundle``).
+
+        Made once per snapshot (the system bundle is some 200 KB), however often it is asked.
+        """
         return upstream_ca_bundle(self.trusted_cas, system_bundle=self.system_bundle)
 
 
@@ -159,12 +163,12 @@ def served_certificate(
 ) -> ServerCertificate | None:
     """The certificate nginx serves now, if its files are all there and it is still valid.
 
-    Read only while a renewal is pending (the relation exists, so the library is loaded).
+    Read only while the provider's certificate is pending or refused (the relation exists, so
+    the library is loaded).
     """
     from charmlibs.interfaces.tls_certificates import Certificate, TLSCertificatesError
 
-    texts = [pull_text(container, path) for path in (chain_path, key_path, ca_path)]
-    chain, key, ca = texts
+    chain, key, ca = (pull_text(container, path) for path in (chain_path, key_path, ca_path))
     if chain is None or key is None or ca is None:
         return None
     try:
