@@ -34,7 +34,7 @@ from coordinated_mesh.coordinator.decide import (
 from coordinated_mesh.coordinator.kubernetes import KubernetesBackend, make_kubernetes_backend
 from coordinated_mesh.coordinator.snapshot import Snapshot, TlsSources, observe
 from coordinated_mesh.coordinator.status import Observations, unit_statuses
-from coordinated_mesh.coordinator.tls import backend_checks_key, check_tls_backends, tls_backends
+from coordinated_mesh.coordinator.tls import backend_checks_key, check_tls_backends
 from coordinated_mesh.k8s.client import ClientFactory
 from coordinated_mesh.mesh.consumer import ServiceMeshConsumer
 from coordinated_mesh.mesh.policies import AppPolicy, UnitPolicy
@@ -341,7 +341,7 @@ class Coordinator(Reconciler[KubernetesBackend]):
         periodic check (``update-status``); otherwise the last result is shown again.
         """
         # Without any trust the plan already refuses (and names) every TLS backend.
-        backends = tls_backends(decision.proxy) if decision.proxy.upstream_trust else ()
+        backends = decision.tls_backends if decision.proxy.upstream_trust else ()
         trust = snapshot.tls.upstream_trust
         key = backend_checks_key(backends, trust) if backends else ""
         stored = self._backend_checks

@@ -66,6 +66,8 @@ class Decision:
     """The cluster databag when the policies are in place (or the mesh is not wanted)."""
     tracing_protocols: Mapping[str, tuple[str, ...]]
     """What to request from each tracing endpoint: what the proxy can forward."""
+    tls_backends: tuple[tuple[str, int, bool], ...] = ()
+    """The backends that serve TLS, ``(host, port, grpc)``: what nginx verifies."""
     tls_files: tuple[TlsFile, ...] = ()
     """The files nginx reads for TLS (written before it reloads), the key first."""
     stale_tls_paths: tuple[str, ...] = ()
@@ -142,10 +144,11 @@ def decide(spec: CoordinatorSpec, snapshot: Snapshot) -> Decision:
         )
     )
     settings = spec.nginx_settings
+    backends = tls_backends(proxy)
     files = tls_files(
         certificate if proxy.tls else None,
         # Only nginx's TLS backend locations read the trust file: without one, no file to keep.
-        trust if tls_backends(proxy) else "",
+        trust if backends else "",
         server_cert_path=settings.server_cert_path,
         server_key_path=settings.server_key_path,
         server_ca_path=server_ca_path(settings),
@@ -180,6 +183,7 @@ def decide(spec: CoordinatorSpec, snapshot: Snapshot) -> Decision:
         ),
         app_data=app_data,
         tracing_protocols=_tracing_protocols(spec, snapshot),
+        tls_backends=backends,
         tls_files=files,
         stale_tls_paths=stale,
         problems=_unique([*snapshot.problems, *proxy.problems]),
